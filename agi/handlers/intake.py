@@ -1,0 +1,141 @@
+"""``intake?source=direct|911|988``: the caller's first minute.
+
+Runs the pure flow in :mod:`crisisline.ivr` over the FastAGI session, writes the call to
+Redis, and only then sets ``PR_QUEUED=1``: the dialplan sends anyone without it to the
+fallback ring group, so a failure anywhere here still ends with a person.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from agi.app import AgiApp
+from agi.handlers import handler
+from agi.session import ESCAPE_ALL, AgiSession, CallerHungUp, PlaybackFailed
+from crisisline import ivr
+from crisisline.call import Call, Source, new_call_id
+from crisisline.callers import normalize_number
+from crisisline.neighborhoods import neighborhood_for_zip
+
+log = logging.getLogger(__name__)
+MAX_NOTE = 500
+TRANSFER_VARIABLES = ("TRANSFER_LANGUAGE", "TRANSFER_ZIP", "TRANSFER_NOTE")
+
+
+def parse_source(value: str | None) -> Source:
+    try:
+        return Source((value or "direct").strip().lower())
+    except ValueError:
+        # A typo in the dialplan must not cost the caller anything: treat as the direct line.
+        log.error("unknown source %r in AGI URL; treating the call as direct", value)
+        return Source.DIRECT
+
+
+async def _transfer_context(session: AgiSession, source: Source) -> dict[str, str | None]:
+    if source is Source.DIRECT:
+        return dict.fromkeys(TRANSFER_VARIABLES)
+    values: dict[str, str | None] = {}
+    for name in TRANSFER_VARIABLES:
+        value = await session.get_variable(name)
+        values[name] = value.strip()[:MAX_NOTE] if value and value.strip() else None
+    return values
+
+
+async def _run_step(session: AgiSession, app: AgiApp, step: ivr.Step) -> ivr.Reply | None:
+    if isinstance(step, ivr.Play):
+        for prompt in step.prompts:
+            await session.stream_file(app.prompt(prompt.language, prompt.name))
+        return None
+    *leading, last = step.prompts
+    if step.max_digits == 1:
+        # A menu: any key during an option ends it at once.
+        for prompt in leading:
+            key = await session.stream_file(app.prompt(prompt.language, prompt.name), ESCAPE_ALL)
+            if key:
+                return ivr.Reply(key, False)
+    else:
+        for prompt in leading:
+            await session.stream_file(app.prompt(prompt.language, prompt.name))
+    digits, timed_out = await session.get_data(app.prompt(last.language, last.name),
+                                               step.timeout_ms, step.max_digits)
+    return ivr.Reply(digits, timed_out)
+
+
+def _step_name(step: ivr.Step) -> str:
+    return step.question if isinstance(step, ivr.Ask) else step.prompts[0].name
+
+
+@handler("intake")
+async def intake(session: AgiSession, app: AgiApp) -> None:
+    s = app.settings
+    h = session.headers
+    source = parse_source(h.query.get("source"))
+    call = Call(
+        id=new_call_id(),
+        source=source,
+        language=s.default_language,
+        priority=s.priority_for(source.value),
+        caller_number=normalize_number(h.get("agi_callerid"), s.region, h.get("agi_callingpres")),
+        channel=h.get("agi_channel")[:200],
+    )
+    session.call_id = call.id
+    await app.store.create(call)
+
+    where = "answer"
+    try:
+        # First, so that the dialplan's h extension can report a hang-up at any point.
+        await session.set_variable("PR_CALL_ID", call.id)
+        await session.answer()
+        transfer = await _transfer_context(session, source)
+        call.note = transfer["TRANSFER_NOTE"]
+        ctx = ivr.IntakeContext(
+            source=source, languages=s.languages, default_language=s.default_language,
+            menu_timeout_ms=s.menu_timeout_ms, zip_timeout_ms=s.zip_timeout_ms,
+            consent_timeout_ms=s.consent_timeout_ms, max_retries=s.max_retries,
+            transfer_language=transfer["TRANSFER_LANGUAGE"], transfer_zip=transfer["TRANSFER_ZIP"],
+            transfer_note=call.note, neighborhood_for_zip=neighborhood_for_zip,
+        )
+        flow = ivr.intake(ctx)
+        step = next(flow)
+        while True:
+            where = _step_name(step)
+            reply = await _run_step(session, app, step)
+            step = flow.send(reply)
+    except StopIteration as done:
+        result: ivr.IntakeResult = done.value
+    except CallerHungUp:
+        await app.store.abandon(call.id, where)
+        return
+    except PlaybackFailed as exc:
+        # A missing prompt makes Asterisk report AGISTATUS=FAILURE whatever we do next, and
+        # the dialplan will ring the fallback group: make Redis agree before it does.
+        log.error("call %s: prompt %s could not be played; caller goes to the fallback group",
+                  call.id, exc)
+        await app.store.event(call.id, "prompt_failed", prompt=str(exc), step=where)
+        await app.store.to_fallback(call.id, "prompt_failed")
+        await session.fail()
+        return
+
+    call.language = result.language
+    call.zip_code = result.zip_code
+    call.neighborhood = result.neighborhood
+    call.consented_to_message = result.consented_to_message
+    await app.store.enqueue(call)
+    await app.store.event(call.id, "intake_done", language=call.language,
+                          neighborhood=call.neighborhood or "", consented=call.consented_to_message,
+                          defaulted=",".join(result.defaulted))
+    # These work on a dead channel too; a hang-up from here on is seen by the next prompt or,
+    # after we close, by the dialplan's h extension (hangup handler).
+    await session.set_variable("PR_LANGUAGE", call.language)
+    await session.set_variable("PR_QUEUED", "1")
+    try:
+        await session.stream_file(app.prompt(call.language, "waiting"))
+    except CallerHungUp:
+        await app.store.abandon(call.id, "waiting")
+    except PlaybackFailed as exc:
+        # The call is queued and the dialplan would send the caller to the fallback group
+        # (AGISTATUS=FAILURE); better a person there than two paths racing for one caller.
+        log.error("call %s: prompt %s missing after queueing; caller goes to fallback", call.id, exc)
+        await app.store.to_fallback(call.id, "prompt_failed")
+        await session.set_variable("PR_QUEUED", "")
+        await session.fail()

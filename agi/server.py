@@ -1,0 +1,84 @@
+"""The FastAGI server: many calls at once in one asyncio process, one session per call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from agi.app import AgiApp
+from agi.handlers import Handler, load_all
+from agi.protocol import MAX_LINE_BYTES, AgiCommandError, AgiProtocolError, read_headers
+from agi.session import AgiSession, CallerHungUp
+
+log = logging.getLogger(__name__)
+
+
+class AgiServer:
+    def __init__(self, app: AgiApp, handlers: dict[str, Handler] | None = None) -> None:
+        self.app = app
+        self.handlers = handlers if handlers is not None else load_all()
+        self.sessions = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        self._server = await asyncio.start_server(self.handle, host, port,
+                                                  limit=MAX_LINE_BYTES, reuse_address=True)
+        return self._server
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            headers = await read_headers(reader, self.app.settings.agi_header_timeout_s)
+        except AgiProtocolError as exc:
+            # The dialplan sees no PR_QUEUED and rings the fallback group.
+            log.warning("FastAGI connection from %s dropped before its headers: %s", peer, exc)
+            writer.close()
+            return
+        session = AgiSession(reader, writer, headers, self.app.settings.agi_command_timeout_s)
+        await self.run(session)
+
+    async def run(self, session: AgiSession) -> None:
+        """Run one session to its end; never lets an error leave a caller without a path."""
+        name = session.headers.script
+        handler = self.handlers.get(name)
+        self.sessions += 1
+        try:
+            if handler is None:
+                log.error("no AGI handler named %r (agi_network_script=%r)", name,
+                          session.headers.get("agi_network_script")[:200])
+                await session.fail()
+                return
+            await handler(session, self.app)
+        except CallerHungUp:
+            if session.call_id:
+                await self._quietly(self.app.store.abandon(session.call_id, "ivr"))
+        except (AgiProtocolError, AgiCommandError, OSError, Exception) as exc:
+            log.exception("AGI %s failed for call %s: %s", name, session.call_id, exc)
+            await self._fail_toward_a_human(session, exc)
+        finally:
+            self.sessions -= 1
+            await session.close()
+
+    async def _fail_toward_a_human(self, session: AgiSession, exc: BaseException) -> None:
+        """Whatever broke, the dialplan must ring the fallback group, and Redis must agree."""
+        if session.call_id:
+            await self._quietly(self.app.store.to_fallback(session.call_id, type(exc).__name__))
+        await self._quietly(session.set_variable("PR_QUEUED", ""))
+        await session.fail()
+
+    @staticmethod
+    async def _quietly(coro: object) -> None:
+        try:
+            await asyncio.wait_for(coro, 2.0)  # type: ignore[arg-type]
+        except Exception as exc:
+            log.warning("while failing over: %s", exc)

@@ -1,0 +1,243 @@
+"""Settings: one validated place, safe defaults, secrets only from the environment.
+
+Precedence (highest first): environment variables ``PR_<NAME>``, the TOML file named
+by ``PR_CONFIG`` (or passed to :func:`load`), then the defaults below. Every field is
+documented in README.md ("Settings").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Lower number = answered first. 911 diversions come in with a person already in
+# acute distress on a call-taker's line; 988 has already triaged; direct is the rest.
+DEFAULT_PRIORITIES = {"911": 0, "988": 1, "direct": 2}
+
+# Secrets are never read from the file: a config file gets committed, copied, mailed.
+SECRET_FIELDS = frozenset({"ami_secret", "web_secret_key"})
+
+
+class ConfigError(ValueError):
+    """The configuration can't be used; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # FastAGI server
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    # Seconds to wait for Asterisk's agi_* header block before giving up on a connection.
+    agi_header_timeout_s: float = 5.0
+    # Seconds to wait for Asterisk's reply to one command (longer than any prompt + timeout).
+    agi_command_timeout_s: float = 120.0
+
+    # Redis: empty means "none configured": `up` starts a local redis-server.
+    redis_url: str = ""
+    # SQL: SQLite file by default, PostgreSQL by URL.
+    database_url: str = ""
+    var_dir: str = str(ROOT / "var")
+
+    timezone: str = "America/New_York"
+
+    # IVR
+    languages: tuple[str, ...] = ("en", "es")
+    default_language: str = "en"
+    menu_timeout_ms: int = 5000
+    zip_timeout_ms: int = 6000
+    consent_timeout_ms: int = 5000
+    max_retries: int = 2
+    priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+
+    # Prompts: rendered audio and human recordings live here, one folder per language.
+    prompts_dir: str = ""
+    # How Asterisk names that folder in STREAM FILE (relative to its sounds directory).
+    asterisk_prompts_path: str = "peoples-response"
+
+    # Asterisk / stand-in
+    asterisk: str = "standin"  # "standin" or "external"
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str = "peoples-response"
+    ami_secret: str = ""
+
+    # Destinations that no wave, fallback or interpreter line may ever dial.
+    police_numbers: tuple[str, ...] = ("+16173434500",)
+    fallback_numbers: tuple[str, ...] = ()
+    region: str = "US"
+
+    # Dispatch (issue 3)
+    wave_timeout_s: float = 20.0
+    max_wait_s: float = 900.0
+
+    # Transcription (issue 4)
+    vosk_models: Mapping[str, str] = field(default_factory=dict)
+    retention_days: int = 30
+    max_message_s: int = 30
+
+    # Panel (issue 5)
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    web_secret_key: str = ""
+
+    # ---- derived -------------------------------------------------------------------
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def var_path(self) -> Path:
+        return Path(self.var_dir)
+
+    @property
+    def prompts_path(self) -> Path:
+        return Path(self.prompts_dir) if self.prompts_dir else self.var_path / "prompts"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or "redis://127.0.0.1:6379/0"
+
+    @property
+    def sql_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_path / 'peoples-response.db'}"
+
+    def priority_for(self, source: str) -> int:
+        return int(self.priorities.get(source, max(self.priorities.values(), default=9)))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a TOML value or an environment string into the field's type."""
+    default = _FIELDS[name].default
+    if default is dataclasses.MISSING:
+        default = _FIELDS[name].default_factory()  # type: ignore[misc]
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"expected yes/no, got {raw!r}")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if isinstance(default, Mapping):
+            if isinstance(raw, Mapping):
+                return {str(k): v for k, v in raw.items()}
+            # env form: "911=0,988=1" or "ko=/models/ko"
+            pairs = [p for p in str(raw).split(",") if p.strip()]
+            out: dict[str, Any] = {}
+            for pair in pairs:
+                key, sep, value = pair.partition("=")
+                if not sep:
+                    raise ValueError(f"expected KEY=VALUE pairs, got {pair!r}")
+                out[key.strip()] = value.strip()
+            return out
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {exc}") from None
+
+
+def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+         **overrides: Any) -> Settings:
+    """Read the file (if any), then the environment, then keyword overrides; validate."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = path or env.get("PR_CONFIG") or None
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for key, raw in data.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            if key in SECRET_FIELDS:
+                raise ConfigError(
+                    f"config file {path}: {key} is a secret; set PR_{key.upper()} "
+                    "in the environment instead")
+            values[key] = _coerce(key, raw)
+    for name in _FIELDS:
+        env_name = f"PR_{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(name, env[env_name])
+    for name, raw in overrides.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = raw if not isinstance(raw, str) else _coerce(name, raw)
+    settings = Settings(**values)
+    problems = validate(settings)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return settings
+
+
+def validate(s: Settings) -> list[str]:
+    """Every problem with the settings, in words an operator can act on."""
+    from crisisline import destinations  # late: destinations imports phonenumbers
+
+    problems: list[str] = []
+    for name in ("agi_port", "ami_port", "web_port"):
+        port = getattr(s, name)
+        if not 1 <= port <= 65535:
+            problems.append(f"{name} must be a TCP port (1-65535), got {port}")
+    try:
+        ZoneInfo(s.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"timezone {s.timezone!r} is not a known IANA time zone")
+    if not s.languages:
+        problems.append("languages must list at least one language")
+    if len(set(s.languages)) != len(s.languages):
+        problems.append(f"languages lists a language twice: {', '.join(s.languages)}")
+    if s.default_language not in s.languages:
+        problems.append(f"default_language {s.default_language!r} is not in languages")
+    for name in ("menu_timeout_ms", "zip_timeout_ms", "consent_timeout_ms"):
+        if not 1000 <= getattr(s, name) <= 30000:
+            problems.append(f"{name} must be between 1000 and 30000 ms")
+    if not 0 <= s.max_retries <= 5:
+        problems.append("max_retries must be between 0 and 5")
+    for source in ("direct", "911", "988"):
+        if source not in s.priorities:
+            problems.append(f"priorities has no entry for source {source!r}")
+    for source, value in s.priorities.items():
+        try:
+            int(value)
+        except (TypeError, ValueError):
+            problems.append(f"priorities.{source} must be a whole number, got {value!r}")
+    if s.asterisk not in {"standin", "external"}:
+        problems.append(f"asterisk must be 'standin' or 'external', got {s.asterisk!r}")
+    if s.wave_timeout_s <= 0 or s.max_wait_s <= 0:
+        problems.append("wave_timeout_s and max_wait_s must be positive")
+    if s.retention_days < 1:
+        problems.append("retention_days must be at least 1")
+    for number in s.police_numbers:
+        if destinations.parse(number, s.region) is None:
+            problems.append(f"police_numbers: {number!r} is not a phone number")
+    for number in s.fallback_numbers:
+        reason = destinations.refusal(number, s)
+        if reason:
+            problems.append(f"fallback_numbers: {reason}")
+    if s.database_url and not s.database_url.startswith(("sqlite:", "postgresql")):
+        problems.append("database_url must be a sqlite: or postgresql: URL")
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append("redis_url must be a redis:// URL")
+    return problems

@@ -1,0 +1,172 @@
+"""Live calls in Redis: a hash per call, a priority queue, leases, and the event stream.
+
+Keys (prefix ``pr:``):
+  call:<id>   hash    the call (crisisline.call.Call.to_hash) plus dispatch fields
+  queue       zset    waiting calls, score = priority * 1e13 + arrival in ms: (priority, arrival)
+  claimed     zset    calls a dispatcher has taken, score = lease deadline (epoch s)
+  events      stream  every state change: type, call_id, at, and details
+
+Taking a call is one Lua script (pop + lease + mark), so two dispatchers can never take
+the same call, and a dispatcher that dies leaves a lease that runs out and is requeued.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from crisisline.call import Call, State
+
+PREFIX = "pr:"
+QUEUE = PREFIX + "queue"
+CLAIMED = PREFIX + "claimed"
+EVENTS = PREFIX + "events"
+EVENTS_MAXLEN = 200_000
+
+
+def call_key(call_id: str) -> str:
+    return f"{PREFIX}call:{call_id}"
+
+
+def queue_score(priority: int, arrival: float) -> float:
+    return priority * 1e13 + int(arrival * 1000)
+
+
+# KEYS: queue, claimed, events; ARGV: prefix, owner, lease deadline, now
+_CLAIM = """
+local popped = redis.call('ZPOPMIN', KEYS[1])
+if #popped == 0 then return false end
+local id, score = popped[1], popped[2]
+local key = ARGV[1] .. 'call:' .. id
+redis.call('ZADD', KEYS[2], ARGV[3], id)
+redis.call('HSET', key, 'state', 'dispatching', 'owner', ARGV[2], 'queue_score', score)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', 'claimed', 'call_id', id,
+           'at', ARGV[4], 'owner', ARGV[2])
+return {id, score}
+"""
+
+# Leave the queue and any lease, but only while the call is still live (not already ended).
+# KEYS: queue, claimed, events; ARGV: prefix, id, state, step, now, event type
+_END = """
+local key = ARGV[1] .. 'call:' .. ARGV[2]
+local state = redis.call('HGET', key, 'state')
+if not state then return 0 end
+if state == 'ended' or state == 'abandoned' or state == 'fallback' then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HSET', key, 'state', ARGV[3], 'end_step', ARGV[4], 'ended_at', ARGV[5])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', ARGV[6], 'call_id', ARGV[2],
+           'at', ARGV[5], 'step', ARGV[4], 'previous_state', state)
+return 1
+"""
+
+# Put leases that ran out back in the queue at their original place. KEYS: claimed, queue, events
+_REQUEUE = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local out = {}
+for _, id in ipairs(expired) do
+  local key = ARGV[1] .. 'call:' .. id
+  redis.call('ZREM', KEYS[1], id)
+  local state = redis.call('HGET', key, 'state')
+  if state == 'dispatching' or state == 'waiting' then
+    local score = redis.call('HGET', key, 'queue_score')
+    redis.call('ZADD', KEYS[2], score, id)
+    redis.call('HSET', key, 'state', 'waiting', 'owner', '')
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', 'requeued', 'call_id', id,
+               'at', ARGV[3])
+    table.insert(out, id)
+  end
+end
+return out
+"""
+
+
+class CallStore:
+    """Async adapter over Redis. One per process; cheap to share between sessions."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._claim = redis.register_script(_CLAIM)
+        self._end = redis.register_script(_END)
+        self._requeue = redis.register_script(_REQUEUE)
+
+    async def event(self, call_id: str, type_: str, **fields: Any) -> None:
+        body = {"type": type_, "call_id": call_id, "at": f"{time.time():.3f}"}
+        body.update({k: "" if v is None else str(v) for k, v in fields.items()})
+        await self.redis.xadd(EVENTS, body, maxlen=EVENTS_MAXLEN, approximate=True)
+
+    async def create(self, call: Call) -> None:
+        """The call exists (the IVR answered); it is not waiting yet."""
+        call.created_at = call.created_at or time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(call_key(call.id), mapping=call.to_hash())
+            pipe.xadd(EVENTS, {"type": "call_started", "call_id": call.id,
+                               "at": f"{call.created_at:.3f}", "source": call.source.value},
+                      maxlen=EVENTS_MAXLEN, approximate=True)
+            await pipe.execute()
+
+    async def update(self, call_id: str, **fields: Any) -> None:
+        mapping = {k: ("" if v is None else ("1" if v is True else "0" if v is False else str(v)))
+                   for k, v in fields.items()}
+        await self.redis.hset(call_key(call_id), mapping=mapping)
+
+    async def enqueue(self, call: Call) -> None:
+        """Into the waiting room's queue, ordered by (priority, arrival)."""
+        now = time.time()
+        call.state = State.WAITING
+        call.queued_at = now
+        score = queue_score(call.priority, call.created_at or now)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(call_key(call.id), mapping={**call.to_hash(), "queue_score": str(score)})
+            pipe.zadd(QUEUE, {call.id: score})
+            pipe.xadd(EVENTS, {"type": "queued", "call_id": call.id, "at": f"{now:.3f}",
+                               "source": call.source.value, "language": call.language,
+                               "neighborhood": call.neighborhood or "",
+                               "priority": str(call.priority)},
+                      maxlen=EVENTS_MAXLEN, approximate=True)
+            await pipe.execute()
+
+    async def get(self, call_id: str) -> Call | None:
+        data = await self.redis.hgetall(call_key(call_id))
+        if not data:
+            return None
+        return Call.from_hash({k.decode(): v.decode() for k, v in data.items()})
+
+    async def field(self, call_id: str, name: str) -> str | None:
+        value = await self.redis.hget(call_key(call_id), name)
+        return value.decode() if value is not None else None
+
+    async def waiting(self) -> list[str]:
+        return [m.decode() for m in await self.redis.zrange(QUEUE, 0, -1)]
+
+    async def claim_next(self, owner: str, lease_s: float) -> str | None:
+        """Atomically take the most urgent waiting call, or None."""
+        now = time.time()
+        got = await self._claim(keys=[QUEUE, CLAIMED, EVENTS],
+                                args=[PREFIX, owner, f"{now + lease_s:.3f}", f"{now:.3f}"])
+        return got[0].decode() if got else None
+
+    async def renew(self, call_id: str, lease_s: float) -> None:
+        await self.redis.zadd(CLAIMED, {call_id: time.time() + lease_s}, xx=True)
+
+    async def requeue_expired(self) -> list[str]:
+        now = time.time()
+        got = await self._requeue(keys=[CLAIMED, QUEUE, EVENTS],
+                                  args=[PREFIX, f"{now:.3f}", f"{now:.3f}"])
+        return [g.decode() for g in got]
+
+    async def end(self, call_id: str, state: State, step: str, event: str) -> bool:
+        """Take the call out of queue and leases and mark it ended; False if it already was."""
+        done = await self._end(keys=[QUEUE, CLAIMED, EVENTS],
+                               args=[PREFIX, call_id, state.value, step, f"{time.time():.3f}", event])
+        return bool(done)
+
+    async def abandon(self, call_id: str, step: str) -> bool:
+        """The caller hung up at ``step``: nothing of the call may stay waiting."""
+        return await self.end(call_id, State.ABANDONED, step, "caller_hung_up")
+
+    async def to_fallback(self, call_id: str, reason: str) -> bool:
+        """The dialplan's ring group has (or will have) the caller: no one else rings for it."""
+        return await self.end(call_id, State.FALLBACK, reason, "fallback")

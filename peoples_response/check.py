@@ -1,0 +1,97 @@
+"""``peoples-response check``: every problem with the configuration, in words to act on.
+
+Settings themselves are validated when loaded (crisisline.config); this adds what needs
+files or other parts: the prompt catalog and its audio, the dialplan's own settings.
+Exit status 0 = ready; 1 = problems listed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from crisisline import destinations
+from crisisline.config import ROOT, Settings
+
+DIALPLAN = ROOT / "dialplan" / "extensions.conf"
+Check = Callable[[Settings], list[str]]
+
+
+def check_prompts(settings: Settings) -> list[str]:
+    from crisisline.prompts.catalog import load_catalog
+    from crisisline.prompts.render import audio_status
+
+    problems = []
+    try:
+        catalog = load_catalog()
+    except (OSError, ValueError) as exc:
+        return [f"prompt catalog: {exc}"]
+    for name, lang in catalog.missing():
+        problems.append(f"prompt {name!r} has no text in {lang!r}")
+    for lang in settings.languages:
+        if lang not in catalog.languages:
+            problems.append(f"language {lang!r} is configured but the prompt catalog has no such "
+                            "language")
+    status = audio_status(settings, catalog)
+    for lang in settings.languages:
+        missing = status.get(lang, {}).get("missing_audio", [])
+        if missing:
+            names = ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
+            problems.append(f"{len(missing)} prompt(s) in {lang!r} have no audio ({names}); "
+                            "run: peoples-response prompts render")
+    return problems
+
+
+def dialplan_globals(path: Path = DIALPLAN) -> dict[str, str]:
+    out: dict[str, str] = {}
+    section = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split(";", 1)[0].strip()
+        if m := re.fullmatch(r"\[([^\]]+)\]", line):
+            section = m.group(1)
+        elif section == "globals" and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def check_dialplan(settings: Settings) -> list[str]:
+    if not DIALPLAN.exists():
+        return [f"dialplan {DIALPLAN} is missing"]
+    problems = []
+    globals_ = dialplan_globals()
+    for dest in filter(None, globals_.get("PR_FALLBACK_DIAL", "").split("&")):
+        target = dest.split("/", 1)[-1].split("@", 1)[0]
+        if dest.startswith("PJSIP/") and "@" not in dest:
+            continue  # an endpoint of our own PBX
+        reason = destinations.refusal(target, settings)
+        if reason:
+            problems.append(f"dialplan PR_FALLBACK_DIAL: {reason}")
+    if not globals_.get("PR_FALLBACK_DIAL"):
+        problems.append("dialplan PR_FALLBACK_DIAL is empty: callers would have no fallback group")
+    return problems
+
+
+CHECKS: list[tuple[str, Check]] = [
+    ("prompts", check_prompts),
+    ("dialplan", check_dialplan),
+]
+
+
+def run(settings: Settings, out: TextIO) -> int:
+    problems: list[str] = []
+    for name, check in CHECKS:
+        try:
+            problems.extend(check(settings))
+        except Exception as exc:
+            problems.append(f"{name}: the check itself failed: {exc}")
+    if problems:
+        print(f"peoples-response check: {len(problems)} problem(s):", file=out)
+        for problem in problems:
+            print(f"  - {problem}", file=out)
+        return 1
+    print("peoples-response check: configuration OK "
+          f"(languages {', '.join(settings.languages)}; time zone {settings.timezone})", file=out)
+    return 0

@@ -1,0 +1,135 @@
+"""``peoples-response``: one command, a subcommand per job.
+
+Imports are inside each command so that ``peoples-response check`` doesn't load Vosk and
+``peoples-response agi`` doesn't load SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from crisisline import config
+
+Command = Callable[[argparse.Namespace, config.Settings], int]
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.load(getattr(args, "config", None))
+
+
+def cmd_agi(args: argparse.Namespace, settings: config.Settings) -> int:
+    from agi import serve
+
+    if args.classic:
+        return asyncio.run(serve.classic(settings))
+    asyncio.run(serve.serve(settings, args.host or settings.agi_host, args.port or settings.agi_port))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: config.Settings) -> int:
+    from peoples_response import check
+
+    return check.run(settings, sys.stdout)
+
+
+def cmd_simulate_call(args: argparse.Namespace, settings: config.Settings) -> int:
+    from peoples_response import simulate
+
+    return simulate.run(args, settings)
+
+
+def cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
+    from peoples_response import up
+
+    return up.run(args, settings)
+
+
+def cmd_prompts_render(args: argparse.Namespace, settings: config.Settings) -> int:
+    from peoples_response import prompts_cmd
+
+    return prompts_cmd.render(args, settings)
+
+
+def cmd_prompts_status(args: argparse.Namespace, settings: config.Settings) -> int:
+    from peoples_response import prompts_cmd
+
+    return prompts_cmd.status(args, settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="peoples-response",
+                                description="People's Response line: phone system for a "
+                                            "community crisis response program")
+    p.add_argument("--config", help="TOML settings file (default: $PR_CONFIG)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    agi = sub.add_parser("agi", help="serve FastAGI (the IVR)")
+    agi.add_argument("--host", help="address to listen on (default $PR_AGI_HOST or 127.0.0.1)")
+    agi.add_argument("--port", type=int, help="port (default $PR_AGI_PORT or 4573)")
+    agi.add_argument("--classic", action="store_true",
+                     help="one call over stdin/stdout, as Asterisk's AGI(script) runs it")
+    agi.set_defaults(func=cmd_agi)
+
+    check = sub.add_parser("check", help="validate the configuration; non-zero on any problem")
+    check.set_defaults(func=cmd_check)
+
+    up = sub.add_parser("up", help="start the whole system here, in the foreground")
+    up.add_argument("--no-render", action="store_true", help="don't render missing prompts")
+    up.set_defaults(func=cmd_up)
+
+    sim = sub.add_parser("simulate", help="scripted calls through the stand-in PBX")
+    sim_sub = sim.add_subparsers(dest="simulate_command", required=True, metavar="WHAT")
+    call = sim_sub.add_parser("call", help="place one scripted call; prints one JSON object")
+    call.add_argument("--source", choices=["direct", "911", "988"], default="direct")
+    call.add_argument("--keys", default="",
+                      help='one answer per question, space-separated; "-" = press nothing '
+                           '(e.g. "2 02121 1": Spanish, ZIP 02121, yes)')
+    call.add_argument("--caller-id", default="", help="caller ID number (default: none)")
+    call.add_argument("--caller-name", default="", help="caller ID name")
+    call.add_argument("--hangup-after", type=int, metavar="N",
+                      help="hang up after the Nth prompt heard")
+    call.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                      help="channel variable a 911/988 transfer carries "
+                           "(TRANSFER_LANGUAGE, TRANSFER_ZIP, TRANSFER_NOTE); repeatable")
+    call.add_argument("--agi", metavar="HOST:PORT",
+                      help="FastAGI server (default: the one settings name)")
+    call.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
+                      help="seconds the caller stays in the waiting room before hanging up")
+    call.set_defaults(func=cmd_simulate_call)
+
+    prompts = sub.add_parser("prompts", help="the prompt catalog and its audio")
+    prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True, metavar="WHAT")
+    render = prompts_sub.add_parser("render", help="render prompts to audio (espeak-ng + sox)")
+    render.add_argument("--force", action="store_true", help="render again even if unchanged")
+    render.add_argument("--language", action="append", help="only this language (repeatable)")
+    render.set_defaults(func=cmd_prompts_render)
+    status = prompts_sub.add_parser("status", help="per language: reviewed, draft, missing audio")
+    status.set_defaults(func=cmd_prompts_status)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else
+                        getattr(logging, os.environ.get("PR_LOG_LEVEL", "INFO").upper(), 20),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        settings = _settings(args)
+    except config.ConfigError as exc:
+        print(f"peoples-response: configuration problem: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""``peoples-response up``: the whole system on this machine, in the foreground.
+
+Embedded defaults: a local redis-server when no Redis is configured, SQLite for SQL, the
+stand-in PBX when no Asterisk is configured. Each part runs as its own process (as it
+would in production); a part that dies is restarted, and Ctrl-C stops them all. What
+``up`` started is written to ``var/run/up.json`` so that ``simulate`` finds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crisisline.config import Settings
+
+UP_REDIS_PORT = 6390
+
+
+@dataclass
+class Part:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    log: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def runtime_file(settings: Settings) -> Path:
+    return settings.var_path / "run" / "up.json"
+
+
+def read_runtime(settings: Settings) -> dict[str, str]:
+    """What a running ``up`` told us (empty when none is running)."""
+    try:
+        data = json.loads(runtime_file(settings).read_text())
+    except (OSError, ValueError):
+        return {}
+    try:
+        os.kill(int(data.get("pid", 0)), 0)
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen, what: str, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _reachable(host, port):
+            return
+        if proc.poll() is not None:
+            raise SystemExit(f"peoples-response up: {what} exited at start (code {proc.returncode});"
+                             f" see {what}'s log under var/log/")
+        time.sleep(0.1)
+    raise SystemExit(f"peoples-response up: {what} did not listen on {host}:{port} in {seconds:g} s")
+
+
+def _start_redis(settings: Settings, logs: Path) -> tuple[str, subprocess.Popen | None]:
+    if settings.redis_url:
+        return settings.redis_url, None
+    if _reachable("127.0.0.1", UP_REDIS_PORT):
+        return f"redis://127.0.0.1:{UP_REDIS_PORT}/0", None
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("peoples-response up: no Redis configured and no redis-server installed;"
+                         " install it (apt-get install redis-server) or set PR_REDIS_URL")
+    data = settings.var_path / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(UP_REDIS_PORT), "--dir", str(data),
+         "--appendonly", "yes", "--save", "", "--logfile", str(logs / "redis.log")],
+        stdin=subprocess.DEVNULL)
+    _wait_port("127.0.0.1", UP_REDIS_PORT, proc, "redis-server")
+    return f"redis://127.0.0.1:{UP_REDIS_PORT}/0", proc
+
+
+def parts_for(settings: Settings, exe: list[str]) -> list[Part]:
+    """The processes of the system; the stand-in PBX only when no Asterisk is configured."""
+    parts = [Part("agi", [*exe, "agi"])]
+    if settings.asterisk == "standin":
+        parts.append(Part("standin", [*exe, "standin"]))
+    return parts
+
+
+def _spawn(part: Part, env: dict[str, str], logs: Path) -> None:
+    part.log = logs / f"{part.name}.log"
+    with open(part.log, "ab") as out:
+        part.proc = subprocess.Popen(part.argv, env={**env, **part.extra_env}, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    logs = settings.var_path / "log"
+    logs.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "peoples_response.cli"]
+    if not getattr(args, "no_render", False):
+        from peoples_response import prompts_cmd
+
+        prompts_cmd.render_missing(settings)
+
+    redis_url, redis_proc = _start_redis(settings, logs)
+    env = {**os.environ, "PR_REDIS_URL": redis_url, "PR_VAR_DIR": str(settings.var_path)}
+    parts = parts_for(settings, exe)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for part in parts:
+        _spawn(part, env, logs)
+    assert parts[0].proc is not None
+    _wait_port(settings.agi_host, settings.agi_port, parts[0].proc, "agi")
+
+    runtime = runtime_file(settings)
+    runtime.parent.mkdir(parents=True, exist_ok=True)
+    runtime.write_text(json.dumps({
+        "pid": os.getpid(), "redis_url": redis_url,
+        "agi": f"{settings.agi_host}:{settings.agi_port}",
+        "ami": f"{settings.ami_host}:{settings.ami_port}" if settings.asterisk == "standin" else "",
+    }))
+    print(f"People's Response is up: FastAGI {settings.agi_host}:{settings.agi_port}, "
+          f"Redis {redis_url}, logs in {logs}", flush=True)
+    print("Try: peoples-response simulate call --keys \"2 02121 1\"   (Ctrl-C stops everything)",
+          flush=True)
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for part in parts:
+                if part.proc is not None and part.proc.poll() is not None and not stopping:
+                    code = part.proc.returncode
+                    part.restarts += 1
+                    delay = min(30.0, 0.5 * 2 ** min(part.restarts, 6))
+                    print(f"peoples-response up: {part.name} exited ({code}); restarting in "
+                          f"{delay:g} s (see {part.log})", file=sys.stderr, flush=True)
+                    part.proc = None
+                    part.next_start = time.monotonic() + delay
+                if part.proc is None and not stopping and time.monotonic() >= part.next_start:
+                    _spawn(part, env, logs)
+    finally:
+        for part in parts:
+            if part.proc is not None and part.proc.poll() is None:
+                part.proc.terminate()
+        for part in parts:
+            if part.proc is not None:
+                try:
+                    part.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    part.proc.kill()
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+        runtime.unlink(missing_ok=True)
+        print("People's Response stopped.", flush=True)
+    return 0

@@ -1,0 +1,88 @@
+"""Scripted callers: what a caller presses, says, and when they hang up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NO_KEY = "-"  # an answer meaning "press nothing at this input point"
+RECORD_ENDINGS = ("dtmf", "silence", "hangup")
+
+
+@dataclass
+class CallerScript:
+    """One caller, scripted.
+
+    ``keys`` holds one answer per input point (GET DATA, WAIT FOR DIGIT, GET OPTION):
+    the whole token for GET DATA (``02121``, ``02121#``), its first character for
+    WAIT FOR DIGIT; ``-`` presses nothing. ``hangup_after`` = hang up once the Nth
+    prompt (STREAM FILE, GET DATA's file, Playback) has been heard. ``stay_s`` is in
+    real seconds (a waiting room is about other processes acting meanwhile); None
+    stays until the PBX or the test hangs the channel up.
+    """
+
+    keys: list[str] = field(default_factory=list)
+    hangup_after: int | None = None
+    caller_id_num: str | None = None
+    caller_id_name: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    sip_headers: dict[str, str] = field(default_factory=dict)
+    speech: Path | None = None
+    stay_s: float | None = None
+    extra_agi_env: dict[str, str] = field(default_factory=dict)
+    # Sent as-is on the agi_calleridname line (hostile input: quotes, newlines, 10 KB).
+    raw_calleridname: str | None = None
+    # How a RECORD FILE ends: the caller presses an escape digit, goes silent, or hangs up.
+    record_end: str = "dtmf"
+    language: str = "en"
+
+    def __post_init__(self) -> None:
+        if self.record_end not in RECORD_ENDINGS:
+            raise ValueError(f"record_end must be one of {RECORD_ENDINGS}")
+        if isinstance(self.keys, str):
+            self.keys = parse_keys(self.keys)
+
+
+def parse_keys(text: str) -> list[str]:
+    """``"2 02121 1"`` -> ``["2", "02121", "1"]``."""
+    return text.split()
+
+
+class Caller:
+    """The running side of a script: consumes answers and counts prompts."""
+
+    def __init__(self, script: CallerScript) -> None:
+        self.script = script
+        self._answers = list(script.keys)
+        self.prompts_heard = 0
+        self.hung_up = False
+
+    def hear(self) -> bool:
+        """A prompt was played; True when the caller hangs up on it."""
+        self.prompts_heard += 1
+        limit = self.script.hangup_after
+        if limit is not None and self.prompts_heard >= limit and not self.hung_up:
+            self.hung_up = True
+            return True
+        return False
+
+    def answer(self) -> str:
+        """The next answer; when they run out the caller presses nothing."""
+        return self._answers.pop(0) if self._answers else NO_KEY
+
+    @staticmethod
+    def get_data_digits(token: str, maxdigits: int) -> tuple[str, bool]:
+        """What GET DATA collects from an answer: (digits, ended by the timeout).
+        ``#`` ends input without a marker, reaching max digits too; fewer digits, or
+        none (``-``), end with the timeout (captures 03a-03e)."""
+        if token == NO_KEY:
+            return "", True
+        if "#" in token[: maxdigits + 1]:
+            return token[: token.index("#")], False
+        if len(token) >= maxdigits:
+            return token[:maxdigits], False
+        return token, True
+
+    @property
+    def answers_left(self) -> list[str]:
+        return list(self._answers)

@@ -1,0 +1,348 @@
+"""The stand-in PBX: runs scripted callers through our dialplan, connects to our
+FastAGI server as Asterisk does, holds ConfBridge rooms and publishes AMI-shaped events.
+
+Time is simulated: prompt lengths and timeouts are added to each channel's clock and
+reported as endpos; with ``time_scale`` > 0 they are also waited for, scaled, in real
+time (so a hang-up from outside can land in the middle of a prompt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from standin.agi_session import AgiSession
+from standin.caller import CallerScript
+from standin.channel import STATE_DOWN, STATE_UP, CallTrace, Channel
+from standin.dialplan import Dialplan, Interpreter, separate_args
+from standin.sounds import RATE, SoundResolver
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[dict[str, Any]], None]
+CAUSE_TEXT = {16: "Normal Clearing", 17: "User busy", 19: "No answer", 32: "Call Rejected"}
+
+
+@dataclass
+class Room:
+    """One ConfBridge conference."""
+
+    name: str
+    bridge_uniqueid: str
+    members: dict[str, Channel] = field(default_factory=dict)
+    profiles: dict[str, tuple[str, str]] = field(default_factory=dict)  # bridge, user
+
+
+class StandinPBX:
+    def __init__(
+        self,
+        dialplan_path: Path,
+        globals_overrides: dict[str, str] | None = None,
+        sounds_dirs: list[Path] | None = None,
+        prompts_dir: Path | None = None,
+        prompts_prefix: str = "peoples-response",
+        *,
+        time_scale: float = 0.0,
+        fallback_answers: bool = False,
+        max_dial_attempts: int = 3,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self.dialplan = Dialplan.load(Path(dialplan_path))
+        self.interp = Interpreter(self.dialplan, globals_overrides, emit=self.emit)
+        self.sounds = SoundResolver(sounds_dirs, prompts_dir, prompts_prefix)
+        self.time_scale = time_scale
+        self.fallback_answers = fallback_answers  # does anyone pick up the fallback group?
+        self.max_dial_attempts = max_dial_attempts  # the fallback context loops forever
+        self.spool_dir = Path(spool_dir) if spool_dir else Path.cwd()
+        self.channels = self.interp.channels  # live channels by name
+        self.astdb: dict[tuple[str, str], str] = {}
+        self.events: list[dict[str, Any]] = []
+        self._rooms: dict[str, Room] = {}
+        self._subscribers: list[EventCallback] = []
+        self._seq = 0
+        self._epoch = int(time.time())
+        for name, app in {"agi": self._app_agi, "confbridge": self._app_confbridge,
+                          "dial": self._app_dial, "playback": self._app_playback,
+                          "userevent": self._app_userevent}.items():
+            self.interp.apps[name] = app
+
+    # ---- events ------------------------------------------------------------------
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback(event_dict)`` for every event; returns an unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers \
+            else None
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        ch = self.channels.get(event.get("Channel", ""))
+        if ch is not None:
+            ch.trace.events.append(event)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a subscriber's bug must not break the call
+                log.exception("event subscriber failed")
+
+    # ---- calls -----------------------------------------------------------------------
+    def _new_channel(self, context: str, exten: str, script: CallerScript, endpoint: str,
+                     tech: str) -> Channel:
+        self._seq += 1
+        name = f"{tech}/{endpoint}-{self._seq:08x}"
+        return Channel(name, f"{self._epoch}.{self._seq}", context, exten, script, tech)
+
+    async def start_call(self, context: str, exten: str, script: CallerScript, *,
+                         endpoint: str = "direct-trunk", tech: str = "PJSIP") -> Channel:
+        """Start a channel in ``[context]`` at ``exten``; it runs on in its own task."""
+        ch = self._new_channel(context, exten, script, endpoint, tech)
+        ch.globals, ch.emit = self.interp.globals, self.emit
+        self.channels[ch.name] = ch
+        self.emit({"Event": "Newchannel", "Privilege": "call,all", **ch.snapshot()})
+        ch.task = asyncio.create_task(self._run(ch), name=ch.name)
+        await asyncio.sleep(0)
+        return ch
+
+    async def place_call(self, context: str, exten: str, script: CallerScript, *,
+                         endpoint: str = "direct-trunk") -> CallTrace:
+        """Run a caller through the dialplan. Returns once the call has ended, or, for a
+        caller with ``stay_s=None``, once it waits in a room or is bridged (the channel
+        runs on: ``await pbx.hangup(trace.channel)`` ends it and runs ``h``)."""
+        ch = await self.start_call(context, exten, script, endpoint=endpoint)
+        assert ch.task is not None
+        settled = asyncio.ensure_future(ch.settled.wait())
+        await asyncio.wait({ch.task, settled}, return_when=asyncio.FIRST_COMPLETED)
+        settled.cancel()
+        if ch.task.done():
+            ch.task.result()  # re-raise a stand-in bug where the test can see it
+        return ch.trace
+
+    async def _run(self, ch: Channel) -> None:
+        try:
+            if self.dialplan.find_extension(ch.context, ch.exten) is None:
+                ch.trace.log.append(f"no extension {ch.exten} in [{ch.context}]")
+            await self.interp.run(ch)
+            if not ch.hung_up:  # fell off the end of the dialplan: Asterisk hangs up
+                ch.request_hangup("dialplan", at="end of dialplan")
+            await self.interp.run_h(ch)
+        finally:
+            for room in list(self._rooms.values()):
+                if ch.name in room.members:
+                    self._leave(room, ch)
+            ch.state = STATE_DOWN
+            cause = ch.hangup_cause
+            self.emit({"Event": "Hangup", "Privilege": "call,all", **ch.snapshot(),
+                       "Cause": str(cause), "Cause-txt": CAUSE_TEXT.get(cause, "Unknown")})
+            self.channels.pop(ch.name, None)
+            ch.finished.set()
+
+    async def hangup(self, channel_name: str, cause: int = 16) -> bool:
+        """Hang a channel up (as AMI Hangup would) and wait until its h extension ran."""
+        ch = self.channels.get(channel_name)
+        if ch is None:
+            return False
+        ch.request_hangup("pbx", cause=cause)
+        await ch.finished.wait()
+        return True
+
+    async def close(self) -> None:
+        """Hang up every channel still running."""
+        for name in list(self.channels):
+            await self.hangup(name)
+
+    # ---- rooms -------------------------------------------------------------------------
+    @property
+    def rooms(self) -> dict[str, list[Channel]]:
+        """Room name -> its members, in join order (a snapshot)."""
+        return {name: list(room.members.values()) for name, room in self._rooms.items()}
+
+    def room(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    async def kick(self, room_name: str, channel_name: str = "all") -> bool:
+        """ConfbridgeKick: the member leaves the room and its dialplan goes on."""
+        room = self._rooms.get(room_name)
+        if room is None:
+            return False
+        targets = [c for n, c in room.members.items() if channel_name in ("all", n)]
+        for ch in targets:
+            ch.kicked.set()
+        await asyncio.sleep(0)
+        return bool(targets)
+
+    async def join_room(self, ch: Channel, room_name: str, bridge_profile: str = "",
+                        user_profile: str = "") -> None:
+        room = self._rooms.get(room_name)
+        if room is None:
+            room = Room(room_name, f"standin-bridge-{self._epoch}-{self._seq}")
+            self._rooms[room_name] = room
+            self.emit({"Event": "ConfbridgeStart", "Privilege": "call,all",
+                       **self._bridge_headers(room, 1)})
+        room.members[ch.name] = ch
+        room.profiles[ch.name] = (bridge_profile, user_profile)
+        ch.state = STATE_UP
+        ch.trace.room = room_name
+        self.emit({"Event": "ConfbridgeJoin", "Privilege": "call,all",
+                   **self._bridge_headers(room, len(room.members)), **ch.snapshot(),
+                   "Admin": "No", "Muted": "No"})
+
+    def _leave(self, room: Room, ch: Channel) -> None:
+        room.members.pop(ch.name, None)
+        room.profiles.pop(ch.name, None)
+        self.emit({"Event": "ConfbridgeLeave", "Privilege": "call,all",
+                   **self._bridge_headers(room, len(room.members)), **ch.snapshot(),
+                   "Admin": "No"})
+        if not room.members:
+            del self._rooms[room.name]
+            self.emit({"Event": "ConfbridgeEnd", "Privilege": "call,all",
+                       **self._bridge_headers(room, 0)})
+
+    @staticmethod
+    def _bridge_headers(room: Room, count: int) -> dict[str, str]:
+        return {"Conference": room.name, "BridgeUniqueid": room.bridge_uniqueid,
+                "BridgeType": "base", "BridgeTechnology": "softmix",
+                "BridgeCreator": "ConfBridge", "BridgeName": room.name,
+                "BridgeNumChannels": str(count), "BridgeVideoSourceMode": "none"}
+
+    # ---- media and time ------------------------------------------------------------------
+    async def wait(self, ch: Channel, seconds: float) -> bool:
+        """Let ``seconds`` of simulated time pass; True when the channel hung up meanwhile."""
+        ch.advance_time(seconds)
+        if ch.hung_up:
+            return True
+        if self.time_scale <= 0 or seconds <= 0:
+            await asyncio.sleep(0)
+            return ch.hung_up
+        try:
+            await asyncio.wait_for(ch.hangup_event.wait(), seconds * self.time_scale)
+        except TimeoutError:
+            return False
+        return True
+
+    async def play_prompt(self, ch: Channel, name: str) -> tuple[int | None, bool]:
+        """Play a file to the caller: (its length in samples or None if missing,
+        whether a hang-up cut it short). The caller may hang up once it has heard it."""
+        ch.trace.prompts.append(name)
+        samples = self.sounds.duration_samples(name, ch.language)
+        if samples is None:
+            ch.trace.missing_prompts.append(name)
+            ch.trace.log.append(f"file {name} does not exist")
+        interrupted = await self.wait(ch, (samples or 0) / RATE)
+        if not interrupted and ch.caller.hear():
+            ch.request_hangup("caller", at=name)
+        return samples, interrupted
+
+    def played_samples(self, samples: int) -> int:
+        # Without real time we can't know how far a cut-short prompt got: report half.
+        return samples // 2
+
+    def recording_path(self, name: str, fmt: str) -> Path:
+        path = Path(f"{name}.{fmt}")
+        return path if path.is_absolute() else self.spool_dir / path
+
+    async def _stay(self, ch: Channel, where: str) -> str:
+        """Wait while bridged: returns "hangup" or "kicked"."""
+        waits = {asyncio.ensure_future(ch.hangup_event.wait()): "hangup",
+                 asyncio.ensure_future(ch.kicked.wait()): "kicked"}
+        if ch.script.stay_s is not None:
+            waits[asyncio.ensure_future(asyncio.sleep(ch.script.stay_s))] = "stay"
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        how = next(waits[t] for t in waits if t in done)
+        if how == "stay":
+            ch.request_hangup("caller", at=where)
+            return "hangup"
+        return "hangup" if ch.hung_up else how
+
+    # ---- applications ----------------------------------------------------------------------
+    async def _app_agi(self, ch: Channel, data: str) -> int:
+        args = separate_args(data)
+        status = await AgiSession(self, ch, args[0].strip(), args[1:]).run()
+        ch.set_variable("AGISTATUS", status)
+        ch.trace.agi_status.append(status)
+        return -1 if status == "HANGUP" else 0
+
+    async def _app_confbridge(self, ch: Channel, data: str) -> int:
+        args = [*separate_args(data), "", ""]
+        room_name = args[0].strip()
+        if not room_name or ch.hung_up:
+            return -1
+        ch.kicked.clear()
+        await self.join_room(ch, room_name, args[1].strip(), args[2].strip())
+        if ch.script.stay_s is None:
+            ch.settled.set()
+        how = await self._stay(ch, f"ConfBridge({room_name})")
+        room = self._rooms.get(room_name)
+        if room is not None and ch.name in room.members:
+            self._leave(room, ch)
+        ch.set_variable("CONFBRIDGE_RESULT", how.upper())
+        return 0  # capture 07b: ConfBridge ended by a hang-up still returns 0
+
+    async def _app_dial(self, ch: Channel, data: str) -> int:
+        args = [*separate_args(data), ""]
+        dest, timeout = args[0].strip(), args[1].strip()
+        ch.trace.dialed.append(dest)
+        fallback = self.interp.globals.get("PR_FALLBACK_DIAL")
+        if fallback is None or dest == fallback:
+            ch.trace.fallback_dialed = True
+        if len(ch.trace.dialed) > self.max_dial_attempts:
+            ch.trace.loop_guard = (f"Dial({dest}) attempted {len(ch.trace.dialed)} times: "
+                                   f"stopped by the stand-in at {ch.location()}")
+            ch.request_hangup("loop-guard", at=ch.location())
+            return -1
+        dest_name = f"{dest}-{self._seq + 1:08x}"
+        self.emit({"Event": "DialBegin", "Privilege": "call,all", **ch.snapshot(),
+                   "DestChannel": dest_name, "DialString": dest})
+        if self.fallback_answers:
+            ch.set_variable("DIALSTATUS", "ANSWER")
+            self.emit({"Event": "DialEnd", "Privilege": "call,all", **ch.snapshot(),
+                       "DestChannel": dest_name, "DialStatus": "ANSWER"})
+            ch.state = STATE_UP
+            if ch.script.stay_s is None:
+                ch.settled.set()
+            await self._stay(ch, f"Dial({dest})")
+            return -1
+        hung = await self.wait(ch, float(timeout) if timeout.isdigit() else 0.0)
+        status = "CANCEL" if hung else "NOANSWER"
+        ch.set_variable("DIALSTATUS", status)
+        self.emit({"Event": "DialEnd", "Privilege": "call,all", **ch.snapshot(),
+                   "DestChannel": dest_name, "DialStatus": status})
+        return -1 if hung else 0
+
+    async def _app_playback(self, ch: Channel, data: str) -> int:
+        files = separate_args(data)[0]
+        status = "SUCCESS"
+        for name in files.split("&"):
+            samples, _ = await self.play_prompt(ch, name.strip())
+            if samples is None:
+                status = "FAILED"  # app_playback logs a warning and goes on
+            if ch.hung_up:
+                return -1
+        ch.set_variable("PLAYBACKSTATUS", status)
+        return 0
+
+    async def _app_userevent(self, ch: Channel, data: str) -> int:
+        args = separate_args(data)
+        event = {"Event": "UserEvent", "Privilege": "user,all", **ch.snapshot(),
+                 "UserEvent": args[0].strip()}
+        for header in args[1:]:
+            key, _, value = header.partition(":")
+            if key.strip():
+                event[key.strip()] = value.lstrip()
+        self.emit(event)
+        return 0
+
+
+async def run_call(pbx: StandinPBX, context: str, exten: str, script: CallerScript) -> CallTrace:
+    """Place a call and, if it is still waiting somewhere, hang it up: a whole call."""
+    trace = await pbx.place_call(context, exten, script)
+    with contextlib.suppress(KeyError):
+        if trace.channel in pbx.channels:
+            await pbx.hangup(trace.channel)
+    return trace

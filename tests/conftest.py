@@ -1,0 +1,56 @@
+"""Shared fixtures: a real Redis (a database of its own, flushed per test) and settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from crisisline import config
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_HOST = os.environ.get("PR_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("PR_TEST_REDIS_PORT", "6379"))
+# Tests own one Redis database and flush it; never the one `up` uses (0).
+REDIS_DB = int(os.environ.get("PR_TEST_REDIS_DB", "9"))
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    except redis.ConnectionError:  # pragma: no cover - a broken environment, said plainly
+        pytest.fail(f"no Redis at {REDIS_HOST}:{REDIS_PORT}: start it (scripts/test does)")
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> config.Settings:
+    return config.load(env={}, redis_url=redis_url, var_dir=str(tmp_path / "var"))
+
+
+@pytest.fixture(scope="session")
+def rendered_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real catalog rendered once (espeak-ng + sox), for tests that play prompts."""
+    from crisisline.prompts.catalog import load_catalog
+    from crisisline.prompts.render import render_all
+
+    var = tmp_path_factory.mktemp("rendered")
+    s = config.load(env={}, var_dir=str(var), languages=("en", "es"))
+    report = render_all(s, load_catalog())
+    assert not report.missing_audio, report.problems
+    return s.prompts_path
+
+
+@pytest.fixture
+def live_settings(settings: config.Settings, rendered_prompts: Path) -> config.Settings:
+    """Settings whose prompts are rendered and whose Redis is the test database."""
+    import dataclasses
+
+    return dataclasses.replace(settings, prompts_dir=str(rendered_prompts))
