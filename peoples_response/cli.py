@@ -61,6 +61,41 @@ def cmd_prompts_status(args: argparse.Namespace, settings: config.Settings) -> i
     return prompts_cmd.status(args, settings)
 
 
+def cmd_roster_import(args: argparse.Namespace, settings: config.Settings) -> int:
+    from crisisline.roster import commands
+
+    result = commands.import_csv(settings, args.file)
+    if isinstance(result, list):
+        print(f"roster import: {args.file} not imported ({len(result)} problem(s)); "
+              "nothing was written:", file=sys.stderr)
+        for error in result:
+            print(f"  {error}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    return 0
+
+
+def cmd_roster_export(args: argparse.Namespace, settings: config.Settings) -> int:
+    from crisisline.roster import commands
+
+    commands.export_csv(settings, sys.stdout)
+    return 0
+
+
+def cmd_roster_oncall(args: argparse.Namespace, settings: config.Settings) -> int:
+    from crisisline.roster import commands
+
+    try:
+        at = commands.parse_at(args.at, settings.zone) if args.at else None
+    except ValueError as exc:
+        print(f"roster oncall: {exc}", file=sys.stderr)
+        return 2
+    print(commands.oncall_text(settings, at))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peoples-response",
                                 description="People's Response line: phone system for a "
@@ -111,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_prompts_render)
     status = prompts_sub.add_parser("status", help="per language: reviewed, draft, missing audio")
     status.set_defaults(func=cmd_prompts_status)
+    roster = sub.add_parser("roster", help="teams, responders and on-call schedules")
+    roster_sub = roster.add_subparsers(dest="roster_command", required=True, metavar="WHAT")
+    imp = roster_sub.add_parser("import", help="replace the roster with a CSV file "
+                                "(docs/roster-csv.md); nothing is written unless all of it is valid")
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_roster_import)
+    exp = roster_sub.add_parser("export", help="the roster as CSV on standard output")
+    exp.set_defaults(func=cmd_roster_export)
+    oncall = roster_sub.add_parser("oncall", help="who is on call, per team")
+    oncall.add_argument("--at", help='a time in the program\'s zone, e.g. "2026-12-24 22:00" '
+                        "(default: now)")
+    oncall.set_defaults(func=cmd_roster_oncall)
     return p
 
 
@@ -120,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else
                         getattr(logging, os.environ.get("PR_LOG_LEVEL", "INFO").upper(), 20),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Migrations run on every SQL command; their progress is noise unless asked for.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         settings = _settings(args)
     except config.ConfigError as exc:
@@ -129,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `roster export | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

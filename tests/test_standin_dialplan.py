@@ -111,7 +111,7 @@ def test_queued_caller_waits_in_its_room_and_h_reports_the_hangup(tmp_path: Path
     join = next(e for e in events if e["Event"] == "ConfbridgeJoin")
     assert (join["Conference"], join["Channel"]) == ("call-42", trace.channel)
     assert trace.hung_up_by == "pbx"
-    assert trace.path[0] == ("from-direct", "6175550100", 1, "NoOp")
+    assert trace.path[:2] == [("from-direct", "6175550100", 1, "Goto"), ("from-direct", "s", 1, "NoOp")]
     assert ("pr-intake", "h", 2, "AGI") in trace.path
 
 

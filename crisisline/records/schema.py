@@ -1,0 +1,70 @@
+"""Tables for finished calls, their timelines, and callback requests.
+
+No audio is ever stored. ``caller_number`` and ``transcript`` are the only fields that
+identify a caller; the retention job clears them after ``retention_days``, and the panel
+audits every read of them. Responder ids are plain strings: the roster is replaced whole
+on import, and a call's history must outlive that.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crisisline.db import Base
+from crisisline.roster.schema import UTCDateTime
+
+
+class CallRecord(Base):
+    __tablename__ = "call_records"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), index=True)
+    language: Mapped[str] = mapped_column(String(16), index=True)
+    neighborhood: Mapped[str | None] = mapped_column(String(64), index=True)
+    zip_code: Mapped[str | None] = mapped_column(String(10))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    time_to_human_s: Mapped[float | None] = mapped_column(Float)
+    waves_used: Mapped[int] = mapped_column(Integer, default=0)
+    answered_by: Mapped[str | None] = mapped_column(String(64))
+    # bridged | callback | abandoned | fallback
+    outcome: Mapped[str] = mapped_column(String(16), index=True)
+    end_step: Mapped[str | None] = mapped_column(String(32))
+    consented_to_message: Mapped[bool] = mapped_column(Boolean, default=False)
+    interpreter: Mapped[str | None] = mapped_column(String(64))
+    # Identifying: purged by retention, audited on every read.
+    caller_number: Mapped[str | None] = mapped_column(String(32))
+    transcript: Mapped[str | None] = mapped_column(Text)
+    transcript_status: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class CallEvent(Base):
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("call_records.id", ondelete="CASCADE"),
+                                         index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    type: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class CallbackRequest(Base):
+    __tablename__ = "callback_requests"
+
+    call_id: Mapped[str] = mapped_column(ForeignKey("call_records.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    number: Mapped[str | None] = mapped_column(String(32))  # purged by retention
+    language: Mapped[str] = mapped_column(String(16))
+    neighborhood: Mapped[str | None] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="waiting", index=True)
+    outcome: Mapped[str | None] = mapped_column(String(200))
+    done_by: Mapped[str | None] = mapped_column(String(64))
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

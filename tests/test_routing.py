@@ -1,0 +1,127 @@
+"""The routing policy, rule by rule, as a table: no sockets, no database."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from crisisline import config, destinations
+from crisisline.roster.model import Override, Responder, RosterSnapshot, Shift, Team
+from crisisline.routing import CallToRoute, ResponderState, plan
+
+NY = ZoneInfo("America/New_York")
+# Thursday 2026-11-26 14:00 local: everyone below is on a day shift then.
+NOW = datetime(2026, 11, 26, 14, 0, tzinfo=NY)
+THU = 3
+
+
+def r(rid: str, team: str | None, langs: str, backup: bool = False,
+      phone: str = "+16175550100") -> Responder:
+    return Responder(rid, rid.title(), phone, frozenset(langs.split(",")), team, backup)
+
+
+TEAMS = (
+    Team("dot", "Dorchester team", frozenset({"Dorchester"}), frozenset({"rox"})),
+    Team("rox", "Roxbury team", frozenset({"Roxbury"})),
+    Team("eb", "East Boston team", frozenset({"East Boston"})),
+)
+PEOPLE = (
+    r("ana", "dot", "en,es"), r("ben", "dot", "en"), r("cai", "dot", "en,ht"),
+    r("dee", "rox", "en,es"), r("eli", "rox", "en"),
+    r("fay", "eb", "es"),
+    r("gus", None, "en", backup=True), r("hal", None, "es,en", backup=True),
+)
+
+
+def day_shifts(ids, weekday=THU, start=time(8), end=time(20)):
+    return tuple(Shift(i, weekday, start, end) for i in ids)
+
+
+def roster(people=PEOPLE, shifts=None, overrides=()) -> RosterSnapshot:
+    shifts = day_shifts([p.id for p in people]) if shifts is None else shifts
+    return RosterSnapshot(TEAMS, people, shifts, overrides)
+
+
+def names(waves) -> list[tuple[int, list[str]]]:
+    return [(w.number, [x.id for x in w.responders]) for w in waves]
+
+
+CALL_ES_DOT = CallToRoute("c1", "es", "Dorchester")
+
+
+@pytest.mark.parametrize(("call", "states", "passed", "expected"), [
+    # language match in wave 1, rest of team, adjacent team (Spanish first), backups
+    (CALL_ES_DOT, {}, (), [(1, ["ana"]), (2, ["ben", "cai"]), (3, ["dee", "eli"]),
+                           (4, ["hal", "gus"])]),
+    # English caller: the whole team speaks English, wave 2 has no one left
+    (CallToRoute("c1", "en", "Dorchester"), {}, (),
+     [(1, ["ana", "ben", "cai"]), (3, ["dee", "eli"]), (4, ["gus", "hal"])]),
+    # busy on another call, ringing for another call: skipped; ringing for this call: kept
+    (CALL_ES_DOT, {"ana": ResponderState(on_call_with="c9"), "ben": ResponderState(ringing_for="c8"),
+                   "cai": ResponderState(ringing_for="c1")}, (),
+     [(2, ["cai"]), (3, ["dee", "eli"]), (4, ["hal", "gus"])]),
+    # who passed on this call is not rung again
+    (CALL_ES_DOT, {}, ("ana", "dee"), [(2, ["ben", "cai"]), (3, ["eli"]), (4, ["hal", "gus"])]),
+    # least recently offered first within a wave
+    (CALL_ES_DOT, {"ben": ResponderState(last_offered_at=200.0),
+                   "cai": ResponderState(last_offered_at=100.0)}, (),
+     [(1, ["ana"]), (2, ["cai", "ben"]), (3, ["dee", "eli"]), (4, ["hal", "gus"])]),
+    # unknown neighborhood: citywide by language, then everyone, then backups
+    (CallToRoute("c1", "es", None), {}, (),
+     [(1, ["ana", "dee", "fay"]), (2, ["ben", "cai", "eli"]), (4, ["hal", "gus"])]),
+    # a neighborhood no team serves routes citywide too
+    (CallToRoute("c1", "ht", "Mattapan"), {}, (),
+     [(1, ["cai"]), (2, ["ana", "ben", "dee", "eli", "fay"]), (4, ["gus", "hal"])]),
+])
+def test_waves(call, states, passed, expected):
+    assert names(plan(call, roster(), states, NOW, passed=passed)) == expected
+
+
+def test_empty_roster_plans_nothing_rather_than_failing():
+    assert plan(CALL_ES_DOT, RosterSnapshot(), {}, NOW) == []
+
+
+def test_only_people_on_call_are_rung_and_overrides_count():
+    shifts = day_shifts(["ana", "ben", "gus"]) + day_shifts(["cai"], start=time(20), end=time(8))
+    sick = Override("ben", "sick", datetime(2026, 11, 26, 9, tzinfo=NY),
+                    datetime(2026, 11, 26, 17, tzinfo=NY))
+    extra = Override("eli", "extra", datetime(2026, 11, 26, 13, tzinfo=NY),
+                     datetime(2026, 11, 26, 15, tzinfo=NY))
+    waves = plan(CALL_ES_DOT, roster(shifts=shifts, overrides=(sick, extra)), {}, NOW)
+    assert names(waves) == [(1, ["ana"]), (3, ["eli"]), (4, ["gus"])]
+
+
+@pytest.mark.parametrize(("at", "on"), [
+    # spring forward 2026-03-08: 02:00-03:00 doesn't exist; a 01:00-03:00 shift is 1 real hour
+    (datetime(2026, 3, 8, 1, 30, tzinfo=NY), True),
+    (datetime(2026, 3, 8, 3, 30, tzinfo=NY), False),
+    # fall back 2026-11-01: 01:30 happens twice; both are inside the shifts
+    (datetime(2026, 11, 1, 1, 30, fold=0, tzinfo=NY), True),
+    (datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=NY), True),
+    (datetime(2026, 11, 1, 3, 30, tzinfo=NY), False),
+])
+def test_dst_boundaries(at, on):
+    shifts = (Shift("ana", 6, time(1), time(3)), Shift("ana", 6, time(0), time(2)))
+    waves = plan(CallToRoute("c1", "en", "Dorchester"), roster(shifts=shifts), {}, at)
+    assert bool(waves) is on
+
+
+def test_max_per_wave_rings_the_least_recently_offered():
+    states = {"ana": ResponderState(last_offered_at=50.0), "ben": ResponderState(last_offered_at=10.0)}
+    waves = plan(CallToRoute("c1", "en", "Dorchester"), roster(), states, NOW, max_per_wave=2)
+    assert names(waves)[0] == (1, ["cai", "ben"])
+
+
+def test_no_wave_ever_rings_an_emergency_or_police_number():
+    s = config.load(env={})
+    people = (r("ana", "dot", "es", phone="911"), r("ben", "dot", "es", phone="+16173434500"),
+              r("cai", "dot", "es", phone="+16175550101"), r("gus", None, "es", True, phone="112"))
+    waves = plan(CALL_ES_DOT, roster(people=people), {}, NOW,
+                 refuse=lambda dest: destinations.refusal(dest, s))
+    assert names(waves) == [(1, ["cai"])]
+
+
+def test_wave_timeout_is_configurable():
+    assert {w.timeout_s for w in plan(CALL_ES_DOT, roster(), {}, NOW, wave_timeout_s=7)} == {7}
