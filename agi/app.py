@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
+from functools import cache
 
 from redis.asyncio import Redis
 
 from crisisline.config import Settings
 from crisisline.stores.calls import CallStore
+from crisisline.stores.offers import OfferStore
 
 log = logging.getLogger(__name__)
 
@@ -17,12 +20,21 @@ log = logging.getLogger(__name__)
 class AgiApp:
     settings: Settings
     store: CallStore
+    offers: OfferStore
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgiApp:
         redis = Redis.from_url(settings.effective_redis_url, socket_timeout=5,
                                socket_connect_timeout=3, health_check_interval=30)
-        return cls(settings, CallStore(redis))
+        return cls(settings, CallStore(redis), OfferStore(redis))
+
+    async def enqueue_transcription(self, call_id: str, wav_path: str, language: str) -> None:
+        """Hand the message to an RQ worker; the call never waits for it, nor fails on it."""
+        try:
+            await asyncio.to_thread(_enqueue, self.settings, call_id, wav_path, language)
+        except Exception as exc:
+            log.error("call %s: transcription not queued: %s", call_id, exc)
+            await self.store.event(call_id, "transcript_failed", reason="not_queued")
 
     def prompt(self, language: str, name: str) -> str:
         """The name Asterisk plays for one of our prompts (no extension)."""
@@ -30,3 +42,16 @@ class AgiApp:
 
     async def close(self) -> None:
         await self.store.redis.aclose()
+
+
+@cache
+def _sync_redis(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+
+
+def _enqueue(settings: Settings, call_id: str, wav_path: str, language: str) -> None:
+    from workers.enqueue import enqueue_transcription
+
+    enqueue_transcription(_sync_redis(settings.effective_redis_url), call_id, wav_path, language)

@@ -102,6 +102,11 @@ class Settings:
         return Path(self.prompts_dir) if self.prompts_dir else self.var_path / "prompts"
 
     @property
+    def recordings_path(self) -> Path:
+        """Callers' messages (only with their yes), until transcribed and the call ends."""
+        return self.var_path / "recordings"
+
+    @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://127.0.0.1:6379/0"
 

@@ -96,6 +96,45 @@ def cmd_roster_oncall(args: argparse.Namespace, settings: config.Settings) -> in
     return 0
 
 
+def cmd_dispatcher(args: argparse.Namespace, settings: config.Settings) -> int:
+    from workers.dispatcher import service
+
+    asyncio.run(service.serve(settings))
+    return 0
+
+
+def cmd_standin(args: argparse.Namespace, settings: config.Settings) -> int:
+    from standin import serve
+
+    asyncio.run(serve.serve(settings))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: config.Settings) -> int:
+    from workers.worker import run_worker
+
+    return int(run_worker(settings, burst=args.burst) or 0)
+
+
+def cmd_transcribe(args: argparse.Namespace, settings: config.Settings) -> int:
+    from crisisline.speech.cli import transcribe_command
+
+    return transcribe_command(settings, args.file, args.language)
+
+
+def cmd_web(args: argparse.Namespace, settings: config.Settings) -> int:
+    from web.cli import serve
+
+    serve(settings)
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace, settings: config.Settings) -> int:
+    from web.cli import user_add
+
+    return user_add(settings, args.name, args.role, sys.stdin)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peoples-response",
                                 description="People's Response line: phone system for a "
@@ -136,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="FastAGI server (default: the one settings name)")
     call.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
                       help="seconds the caller stays in the waiting room before hanging up")
+    call.add_argument("--responders", default="",
+                      help='responder phones: BEHAVIOUR for all, or "ID=BEHAVIOUR,..." (others '
+                           "answer); BEHAVIOUR is answer:SECONDS, decline, never, voicemail, "
+                           "hangup-in-whisper")
+    call.add_argument("--talk", type=float, default=1.0, metavar="SECONDS",
+                      help="once a responder is with the caller, seconds before hanging up")
     call.set_defaults(func=cmd_simulate_call)
 
     prompts = sub.add_parser("prompts", help="the prompt catalog and its audio")
@@ -146,6 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_prompts_render)
     status = prompts_sub.add_parser("status", help="per language: reviewed, draft, missing audio")
     status.set_defaults(func=cmd_prompts_status)
+    disp = sub.add_parser("dispatcher", help="ring responders for waiting calls (AMI client)")
+    disp.set_defaults(func=cmd_dispatcher)
+
+    standin = sub.add_parser("standin", help="the Asterisk stand-in PBX (AMI on $PR_AMI_PORT)")
+    standin.set_defaults(func=cmd_standin)
+
+    worker = sub.add_parser("worker", help="RQ worker: transcription and retention jobs")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.set_defaults(func=cmd_worker)
+
+    tr = sub.add_parser("transcribe", help="transcribe one WAV file; prints one JSON object")
+    tr.add_argument("file")
+    tr.add_argument("--language", required=True, help="language code, e.g. ko")
+    tr.set_defaults(func=cmd_transcribe)
+
+    web = sub.add_parser("web", help="the supervisor and oversight panel")
+    web.set_defaults(func=cmd_web)
+
+    user = sub.add_parser("user", help="panel accounts")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="WHAT")
+    add = user_sub.add_parser("add", help="create an account; the password is read from stdin")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["supervisor", "admin", "oversight"])
+    add.set_defaults(func=cmd_user_add)
+
     roster = sub.add_parser("roster", help="teams, responders and on-call schedules")
     roster_sub = roster.add_subparsers(dest="roster_command", required=True, metavar="WHAT")
     imp = roster_sub.add_parser("import", help="replace the roster with a CSV file "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -97,7 +98,21 @@ def parts_for(settings: Settings, exe: list[str]) -> list[Part]:
     parts = [Part("agi", [*exe, "agi"])]
     if settings.asterisk == "standin":
         parts.append(Part("standin", [*exe, "standin"]))
+    parts += [Part("dispatcher", [*exe, "dispatcher"]), Part("worker", [*exe, "worker"]),
+              Part("web", [*exe, "web"])]
     return parts
+
+
+def _prepare_sql(settings: Settings) -> None:
+    """Migrate, and load the example roster into an empty database so a call is answered."""
+    from crisisline import db
+    from crisisline.config import ROOT
+    from crisisline.roster.commands import ensure_loaded
+
+    db.upgrade(settings)
+    loaded = ensure_loaded(settings, ROOT / "examples" / "roster.csv")
+    if loaded is not None:
+        print(f"roster: loaded the example roster ({loaded.summary()})", flush=True)
 
 
 def _spawn(part: Part, env: dict[str, str], logs: Path) -> None:
@@ -116,8 +131,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         prompts_cmd.render_missing(settings)
 
+    _prepare_sql(settings)
     redis_url, redis_proc = _start_redis(settings, logs)
     env = {**os.environ, "PR_REDIS_URL": redis_url, "PR_VAR_DIR": str(settings.var_path)}
+    if settings.asterisk == "standin" and not settings.ami_secret:
+        # The stand-in and the dispatcher share a secret made for this run only.
+        env["PR_AMI_SECRET"] = secrets.token_hex(16)
     parts = parts_for(settings, exe)
     stopping = False
 
@@ -138,9 +157,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "pid": os.getpid(), "redis_url": redis_url,
         "agi": f"{settings.agi_host}:{settings.agi_port}",
         "ami": f"{settings.ami_host}:{settings.ami_port}" if settings.asterisk == "standin" else "",
+        "ami_secret": env.get("PR_AMI_SECRET", "") if settings.asterisk == "standin" else "",
+        "web": f"http://{settings.web_host}:{settings.web_port}/",
     }))
+    runtime.chmod(0o600)  # it holds the run's AMI secret
     print(f"People's Response is up: FastAGI {settings.agi_host}:{settings.agi_port}, "
-          f"Redis {redis_url}, logs in {logs}", flush=True)
+          f"panel http://{settings.web_host}:{settings.web_port}/, Redis {redis_url}, "
+          f"logs in {logs}", flush=True)
+    print("First panel account: peoples-response user add NAME --role admin", flush=True)
     print("Try: peoples-response simulate call --keys \"2 02121 1\"   (Ctrl-C stops everything)",
           flush=True)
     try:

@@ -54,3 +54,21 @@ def live_settings(settings: config.Settings, rendered_prompts: Path) -> config.S
     import dataclasses
 
     return dataclasses.replace(settings, prompts_dir=str(rendered_prompts))
+
+
+def speak(text: str, path: Path, voice: str = "en-us") -> Path:
+    """Real speech for tests: espeak-ng, then sox to what Asterisk records (8 kHz mono 16-bit)."""
+    import subprocess
+
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer",
+                    str(path)], check=True, capture_output=True)
+    raw.unlink()
+    return path
+
+
+@pytest.fixture(scope="session")
+def spoken_message(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return speak("I need someone to talk to. I am at home.",
+                 tmp_path_factory.mktemp("speech") / "message.wav")

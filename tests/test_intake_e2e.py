@@ -133,3 +133,38 @@ async def test_many_calls_at_once_share_one_server(live_settings, redis_url):
         assert all(t.room for t in traces)
         await pbx.close()
         assert db.waiting() == []
+
+
+async def test_a_message_is_recorded_only_after_an_explicit_yes(live_settings, redis_url,
+                                                                spoken_message):
+    from rq import Queue
+
+    db = Redis(redis_url)
+    async with running_agi(live_settings) as server:
+        pbx = pbx_for(live_settings, server.port)
+        yes = await call(pbx, "direct", CallerScript(keys="1 02121 1", stay_s=0,
+                                                     speech=spoken_message))
+        no = await call(pbx, "direct", CallerScript(keys="1 02121 2", stay_s=0,
+                                                    speech=spoken_message))
+        silent = await call(pbx, "direct", CallerScript(keys="1 02121 -", stay_s=0,
+                                                        speech=spoken_message))
+    recorded = [c for t in (yes, no, silent) for tr in t.transcripts for c in tr.commands
+                if c.startswith("RECORD FILE")]
+    assert len(recorded) == 1 and yes.variables["PR_CALL_ID"] in recorded[0]
+    message = live_settings.recordings_path / f"message-{yes.variables['PR_CALL_ID']}.wav"
+    assert message.exists()
+    assert db.call(yes.variables["PR_CALL_ID"])["x_message_file"] == str(message)[:-4]
+    jobs = Queue("transcription", connection=db.client.__class__.from_url(redis_url)).jobs
+    assert [j.args[0] for j in jobs] == [yes.variables["PR_CALL_ID"]]
+    assert list(live_settings.recordings_path.glob("*.wav")) == [message]
+
+
+async def test_hanging_up_during_the_message_keeps_no_audio(live_settings, redis_url,
+                                                            spoken_message):
+    async with running_agi(live_settings) as server:
+        pbx = pbx_for(live_settings, server.port)
+        trace = await call(pbx, "direct", CallerScript(keys="1 02121 1", stay_s=0,
+                                                       record_end="hangup", speech=spoken_message))
+    record = Redis(redis_url).call(trace.variables["PR_CALL_ID"])
+    assert (record["state"], record["end_step"]) == ("abandoned", "message")
+    assert not list(live_settings.recordings_path.glob("*.wav"))

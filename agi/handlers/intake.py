@@ -65,6 +65,33 @@ def _step_name(step: ivr.Step) -> str:
     return step.question if isinstance(step, ivr.Ask) else step.prompts[0].name
 
 
+async def record_message(session: AgiSession, app: AgiApp, call: Call) -> str | None:
+    """Only after the caller's explicit yes: a short message for the responder.
+
+    Bounded (max_message_s), ends on # or 3 s of silence. Returns the path without its
+    extension (as STREAM FILE wants it), or None when nothing usable was recorded.
+    """
+    folder = app.settings.recordings_path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = str(folder / f"message-{call.id}")
+    try:
+        await session.stream_file(app.prompt(call.language, "record_message"))
+        reply = await session.record_file(path, "wav", "#", app.settings.max_message_s * 1000, 3)
+    except CallerHungUp:
+        # The caller left mid-message: nothing of it is kept.
+        (folder / f"message-{call.id}.wav").unlink(missing_ok=True)
+        raise
+    except PlaybackFailed as exc:
+        log.warning("call %s: record_message prompt missing (%s); not recording", call.id, exc)
+        return None
+    if reply.endpos is not None and reply.endpos <= 0:
+        (folder / f"message-{call.id}.wav").unlink(missing_ok=True)
+        await app.store.event(call.id, "message_empty")
+        return None
+    await app.store.event(call.id, "message_recorded", samples=reply.endpos or 0)
+    return path
+
+
 @handler("intake")
 async def intake(session: AgiSession, app: AgiApp) -> None:
     s = app.settings
@@ -120,7 +147,20 @@ async def intake(session: AgiSession, app: AgiApp) -> None:
     call.zip_code = result.zip_code
     call.neighborhood = result.neighborhood
     call.consented_to_message = result.consented_to_message
+    await app.store.update(call.id, language=call.language,
+                           consented_to_message=call.consented_to_message)
+    message = None
+    if call.consented_to_message:
+        try:
+            message = await record_message(session, app, call)
+        except CallerHungUp:
+            await app.store.abandon(call.id, "message")
+            return
+        if message:
+            call.extra["message_file"] = message
     await app.store.enqueue(call)
+    if message:
+        await app.enqueue_transcription(call.id, message + ".wav", call.language)
     await app.store.event(call.id, "intake_done", language=call.language,
                           neighborhood=call.neighborhood or "", consented=call.consented_to_message,
                           defaulted=",".join(result.defaulted))

@@ -11,8 +11,9 @@ from sqlalchemy import create_engine
 
 # Import every module that defines tables, so autogenerate sees the whole schema.
 # Add new schema modules here.
-import crisisline.records.schema  # noqa: F401
-import crisisline.roster.schema  # noqa: F401
+import crisisline.records.schema
+import crisisline.roster.schema
+import crisisline.users.schema  # noqa: F401
 from crisisline.db import metadata
 
 config = context.config

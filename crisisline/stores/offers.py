@@ -1,0 +1,118 @@
+"""Offers to responders, and responders' live state, in Redis.
+
+Keys (prefix ``pr:``):
+  responder:<rid>        hash   ringing_for, on_call_with, last_offered_at
+  offers:<call>          hash   <rid> -> "ringing:<wave>" | "passed:<reason>" | "accepted" | "cancelled"
+  offered:<call>:<cycle> set    responders offered in this cycle: nobody rings twice per wave
+  commands               stream supervisor actions for the dispatcher (from the panel)
+
+Accepting is one Lua script: the first responder to press 1 while the caller still waits
+wins; everyone after is told the call was taken.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from crisisline.stores.calls import EVENTS, PREFIX, call_key
+
+COMMANDS = PREFIX + "commands"
+
+
+def responder_key(rid: str) -> str:
+    return f"{PREFIX}responder:{rid}"
+
+
+def offers_key(call_id: str) -> str:
+    return f"{PREFIX}offers:{call_id}"
+
+
+def offered_key(call_id: str, cycle: int) -> str:
+    return f"{PREFIX}offered:{call_id}:{cycle}"
+
+
+# KEYS: call hash, offers hash, responder hash, events; ARGV: call id, rid, now
+_ACCEPT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'waiting' and state ~= 'dispatching' then return 0 end
+if redis.call('HGET', KEYS[1], 'accepted_by') then
+  local by = redis.call('HGET', KEYS[1], 'accepted_by')
+  if by ~= '' then return 0 end
+end
+redis.call('HSET', KEYS[1], 'state', 'bridged', 'accepted_by', ARGV[2], 'accepted_at', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], 'accepted')
+redis.call('HSET', KEYS[3], 'on_call_with', ARGV[1], 'ringing_for', '')
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', '200000', '*', 'type', 'accepted', 'call_id', ARGV[1],
+           'at', ARGV[3], 'responder', ARGV[2])
+return 1
+"""
+
+# Mark ringing only if this responder isn't ringing for, or on, another call.
+# KEYS: responder hash, offers hash, offered set, events; ARGV: call id, rid, wave, now
+_RING = """
+local ringing = redis.call('HGET', KEYS[1], 'ringing_for')
+local busy = redis.call('HGET', KEYS[1], 'on_call_with')
+if (ringing and ringing ~= '' and ringing ~= ARGV[1]) or (busy and busy ~= '') then return 0 end
+if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'ringing_for', ARGV[1], 'last_offered_at', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[2], 'ringing:' .. ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', '200000', '*', 'type', 'offer_ringing', 'call_id',
+           ARGV[1], 'at', ARGV[4], 'responder', ARGV[2], 'wave', ARGV[3])
+return 1
+"""
+
+
+class OfferStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._accept = redis.register_script(_ACCEPT)
+        self._ring = redis.register_script(_RING)
+
+    async def ring(self, call_id: str, rid: str, wave: int, cycle: int) -> bool:
+        """Claim this responder for this call's wave; False if busy or already offered."""
+        got = await self._ring(
+            keys=[responder_key(rid), offers_key(call_id), offered_key(call_id, cycle), EVENTS],
+            args=[call_id, rid, str(wave), f"{time.time():.3f}"])
+        return bool(got)
+
+    async def accept(self, call_id: str, rid: str) -> bool:
+        got = await self._accept(
+            keys=[call_key(call_id), offers_key(call_id), responder_key(rid), EVENTS],
+            args=[call_id, rid, f"{time.time():.3f}"])
+        return bool(got)
+
+    async def passed(self, call_id: str, rid: str, reason: str) -> None:
+        """The responder won't take it (declined, no key, hung up, taken, no answer)."""
+        now = f"{time.time():.3f}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(offers_key(call_id), rid, f"passed:{reason}")
+            pipe.xadd(EVENTS, {"type": "offer_passed", "call_id": call_id, "at": now,
+                               "responder": rid, "reason": reason},
+                      maxlen=200_000, approximate=True)
+            await pipe.execute()
+        await self.release(rid, call_id)
+
+    async def release(self, rid: str, call_id: str) -> None:
+        """Free a responder from ringing for ``call_id`` (leaves other calls alone)."""
+        key = responder_key(rid)
+        if (await self.redis.hget(key, "ringing_for") or b"").decode() == call_id:
+            await self.redis.hset(key, "ringing_for", "")
+
+    async def end_call(self, rid: str, call_id: str) -> None:
+        key = responder_key(rid)
+        if (await self.redis.hget(key, "on_call_with") or b"").decode() == call_id:
+            await self.redis.hset(key, mapping={"on_call_with": "", "ringing_for": ""})
+
+    async def offers(self, call_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(offers_key(call_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def states(self, rids: list[str]) -> dict[str, dict[str, str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rid in rids:
+                pipe.hgetall(responder_key(rid))
+            rows = await pipe.execute()
+        return {rid: {k.decode(): v.decode() for k, v in row.items()}
+                for rid, row in zip(rids, rows, strict=True)}

@@ -1,0 +1,1 @@
+"""Panel accounts (supervisor, admin, oversight), password hashing, and the audit log."""

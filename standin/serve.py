@@ -1,0 +1,78 @@
+"""``peoples-response standin``: the stand-in PBX with its AMI server, as a process.
+
+Builds the PBX for our real dialplan (dialplan/extensions.conf) with the globals
+Asterisk's entrypoint would set, serves AMI on settings.ami_host:ami_port, and runs
+until SIGINT/SIGTERM, when every AMI session gets ``Event: Shutdown`` (as 'core stop
+now' sends it) and the calls still up are hung up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crisisline.config import Settings
+from standin.ami import AmiServer
+from standin.pbx import StandinPBX
+
+log = logging.getLogger(__name__)
+
+DIALPLAN = Path(__file__).resolve().parent.parent / "dialplan" / "extensions.conf"
+CORE_SOUNDS = Path("/usr/share/asterisk/sounds")
+TIME_SCALE_ENV = "PR_STANDIN_TIME_SCALE"
+
+Ready = Callable[[AmiServer], Any] | asyncio.Future[AmiServer] | None
+
+
+def build_pbx(settings: Settings, time_scale: float | None = None) -> StandinPBX:
+    """The PBX as `serve` runs it; time_scale defaults to $PR_STANDIN_TIME_SCALE or 1.0."""
+    if time_scale is None:
+        time_scale = float(os.environ.get(TIME_SCALE_ENV) or "1.0")
+    prefix = settings.asterisk_prompts_path.strip("/")
+    return StandinPBX(
+        DIALPLAN,
+        globals_overrides={"PR_AGI": f"agi://{settings.agi_host}:{settings.agi_port}",
+                           "PR_PROMPTS": prefix},
+        sounds_dirs=[CORE_SOUNDS],
+        prompts_dir=settings.prompts_path,
+        prompts_prefix=prefix,
+        time_scale=time_scale,
+    )
+
+
+async def serve(settings: Settings, ready: Ready = None) -> None:
+    """Serve AMI over a fresh stand-in PBX until SIGINT/SIGTERM (or cancellation).
+    ``ready`` (a callable or a future) gets the started AmiServer."""
+    if not settings.ami_secret:
+        # An AMI that anyone on the host can drive rings responders: never without a secret.
+        raise SystemExit("stand-in: refusing to serve AMI without a secret (set PR_AMI_SECRET)")
+    pbx = build_pbx(settings)
+    server = AmiServer(pbx, username=settings.ami_user, secret=settings.ami_secret,
+                       host=settings.ami_host, port=settings.ami_port)
+    await server.start()
+    log.info("stand-in AMI on %s:%s (time scale %s)", settings.ami_host, server.port,
+             pbx.time_scale)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        if isinstance(ready, asyncio.Future):
+            ready.set_result(server)
+        elif ready is not None:
+            ready(server)
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await server.close()
+        await pbx.close()

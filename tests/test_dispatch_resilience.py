@@ -1,0 +1,77 @@
+"""State lives in Redis, not in a dispatcher: kill one mid-ring, run two, drop AMI; every
+call still ends bridged, in callback, or abandoned by the caller, and nobody is rung twice
+for the same wave."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from tests.dispatch_helpers import running_system, team_roster
+
+ROSTER = team_roster(("ana", "dot", "en,es", False), ("ben", "dot", "en,es", False),
+                     ("cai", "dot", "en,es", False), ("dee", "rox", "en,es", False),
+                     ("eve", "rox", "en,es", False), ("gus", None, "en,es", True))
+FINAL = {"bridged", "ended", "callback", "abandoned", "fallback"}
+
+
+def no_double_rings(system, call_id: str) -> None:
+    rings = Counter((e["responder"], e["wave"]) for e in system.db.events(call_id)
+                    if e["type"] == "offer_ringing")
+    assert all(n == 1 for n in rings.values()), rings
+
+
+async def test_kill_the_dispatcher_mid_ring_and_start_another(live_settings):
+    async with running_system(live_settings, ROSTER, wave_timeout_s=3.0,
+                              default_phone="answer:40") as system:  # 0.8 s of ringing
+        caller = await system.call("2 02121 2")
+        call_id = await system.wait_call_id(caller)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not system.offers(call_id) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert system.offers(call_id), "nobody was rung"
+        await system.kill(system.dispatchers[0])          # kill -9, mid-ring
+        await system.start_dispatcher("d2")
+        assert await system.wait_state(call_id, {"bridged"}) == "bridged"
+        no_double_rings(system, call_id)
+        await system.pbx.hangup(caller.name)
+        assert await system.wait_state(call_id, {"ended"}) == "ended"
+        assert system.db.waiting() == [] and system.db.claimed() == []
+
+
+async def test_two_dispatchers_share_the_calls_and_never_double_ring(live_settings):
+    async with running_system(live_settings, ROSTER, dispatchers=2,
+                              default_phone="answer:10") as system:
+        callers = [await system.call("2 02121 2") for _ in range(4)]
+        ids = [await system.wait_call_id(c) for c in callers]
+        states = [await system.wait_state(i, {"bridged"}, timeout=30) for i in ids]
+        assert states == ["bridged"] * 4
+        owners = {system.db.call(i).get("owner") for i in ids}
+        assert owners <= {"d1", "d2"}
+        takers = [system.db.call(i)["accepted_by"] for i in ids]
+        assert len(set(takers)) == 4  # one responder per caller
+        for i in ids:
+            no_double_rings(system, i)
+        for c in callers:
+            await system.pbx.hangup(c.name)
+
+
+async def test_an_ami_disconnect_mid_call_is_survived(live_settings):
+    async with running_system(live_settings, ROSTER, wave_timeout_s=3.0,
+                              default_phone="answer:40") as system:
+        caller = await system.call("2 02121 2")
+        call_id = await system.wait_call_id(caller)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not system.offers(call_id) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        gateway = system.dispatchers[0].ami
+        gateway.manager.protocol.transport.close()       # the TCP connection drops
+        assert await system.wait_state(call_id, {"bridged"}, timeout=20) == "bridged"
+        await system.pbx.hangup(caller.name)
+        assert await system.wait_state(call_id, FINAL) in FINAL
+        second = await system.call("1 02121 2")           # and the next call is served too
+        second_id = await system.wait_call_id(second)
+        assert await system.wait_state(second_id, {"bridged"}, timeout=20) == "bridged"
+        await system.pbx.hangup(second.name)

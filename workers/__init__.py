@@ -1,0 +1,1 @@
+"""Background processes: RQ jobs (transcription, retention) and the dispatcher."""

@@ -1,0 +1,122 @@
+"""The dispatcher's AMI connection: panoramisk's Manager, wrapped for what it gets wrong.
+
+panoramisk 1.4 resolves an Async Originate's future only when OriginateResponse arrives
+(up to the ring timeout), so originates are sent as background tasks, never awaited on
+the dispatch path. It re-sends unanswered actions after a reconnect; every Originate
+carries our own ChannelId, so a duplicate is refused by Asterisk instead of ringing a
+responder twice. Leg channel names come from Newchannel events (Uniqueid == ChannelId)
+and are kept in Redis, so a restarted dispatcher can still hang them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from panoramisk import Manager
+
+from crisisline.config import Settings
+
+log = logging.getLogger(__name__)
+EventHandler = Callable[[dict[str, str]], Awaitable[None]]
+
+
+def leg_id(call_id: str, cycle: int, wave: int, rid: str) -> str:
+    """Our ChannelId for a responder's leg: unique, and parseable back."""
+    return f"pr-{call_id}-{cycle}-{wave}-{rid}"
+
+
+def parse_leg_id(uniqueid: str) -> tuple[str, int, int, str] | None:
+    parts = uniqueid.split("-", 4)
+    if len(parts) != 5 or parts[0] != "pr":
+        return None
+    try:
+        return parts[1], int(parts[2]), int(parts[3]), parts[4]
+    except ValueError:
+        return None
+
+
+class AmiGateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.manager: Manager | None = None
+        self.handlers: list[EventHandler] = []
+        self.originate_results: list[Callable[[str, dict[str, str]], Awaitable[None]]] = []
+        self._pending: set[asyncio.Task] = set()
+        self.connected = asyncio.Event()
+
+    async def connect(self) -> None:
+        s = self.settings
+        if not s.ami_secret:
+            raise RuntimeError("PR_AMI_SECRET is not set: the dispatcher can't log in to AMI")
+        self.manager = Manager(host=s.ami_host, port=s.ami_port, username=s.ami_user,
+                               secret=s.ami_secret, ping_delay=5, reconnect_timeout=1,
+                               loop=asyncio.get_running_loop())
+        self.manager.register_event("*", self._on_event)
+        await self.manager.connect()
+        self.connected.set()
+        log.info("AMI connected to %s:%d", s.ami_host, s.ami_port)
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.close()
+        for task in list(self._pending):
+            task.cancel()
+
+    async def _on_event(self, _manager: Manager, message: Any) -> None:
+        event = {str(k): str(v) for k, v in dict(message).items()}
+        for handler in self.handlers:
+            try:
+                await handler(event)
+            except Exception:
+                log.exception("AMI event handler failed on %s", event.get("Event"))
+
+    async def action(self, action: dict[str, Any]) -> dict[str, str]:
+        assert self.manager is not None
+        reply = await asyncio.wait_for(self.manager.send_action(action), 10)
+        if isinstance(reply, list):
+            reply = reply[0] if reply else {}
+        return {str(k): str(v) for k, v in dict(reply).items()}
+
+    def originate(self, channel_id: str, destination: str, context: str, variables: dict[str, str],
+                  timeout_s: float, caller_id: str = "People's Response <0>") -> None:
+        """Ring a phone in the background; the result comes to ``originate_results``."""
+        action = {
+            "Action": "Originate", "Channel": destination, "Context": context, "Exten": "s",
+            "Priority": "1", "Async": "true", "Timeout": str(int(timeout_s * 1000)),
+            "ChannelId": channel_id, "CallerID": caller_id,
+            "Variable": [f"{k}={v}" for k, v in variables.items()],
+        }
+
+        async def send() -> None:
+            assert self.manager is not None
+            try:
+                reply = await asyncio.wait_for(self.manager.send_action(action), timeout_s + 30)
+                if isinstance(reply, list):
+                    reply = reply[-1] if reply else {}
+                result = {str(k): str(v) for k, v in dict(reply).items()}
+            except Exception as exc:
+                result = {"Response": "Failure", "Reason": "0", "Error": str(exc)}
+            for callback in self.originate_results:
+                await callback(channel_id, result)
+
+        task = asyncio.create_task(send(), name=f"originate {channel_id}")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def hangup(self, channel: str, cause: int = 16) -> None:
+        try:
+            await self.action({"Action": "Hangup", "Channel": channel, "Cause": str(cause)})
+        except Exception as exc:
+            log.debug("hangup %s: %s", channel, exc)
+
+    async def redirect(self, channel: str, context: str, exten: str = "s") -> bool:
+        try:
+            reply = await self.action({"Action": "Redirect", "Channel": channel,
+                                       "Context": context, "Exten": exten, "Priority": "1"})
+        except Exception as exc:
+            log.warning("redirect %s -> %s failed: %s", channel, context, exc)
+            return False
+        return reply.get("Response") == "Success"

@@ -1,0 +1,306 @@
+"""The dispatcher: takes waiting calls and rings responders, wave after wave, until one
+takes the call, the caller leaves, or the longest wait is reached.
+
+All state lives in Redis (the call hash, offers, leases); this process holds none that
+matters. A dispatcher killed at any moment leaves a lease that runs out; any dispatcher
+then puts the call back in the queue and, when it takes it again, carries on from the
+wave it was in. The offered set per cycle makes sure nobody is rung twice for one wave.
+
+Never police, never 911: every destination passes destinations.refusal, and when no one
+answers the caller is offered a callback, then the static fallback ring group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from crisisline import destinations
+from crisisline.call import State
+from crisisline.config import Settings
+from crisisline.roster.model import RosterSnapshot
+from crisisline.routing import CallToRoute, ResponderState, Wave, plan
+from crisisline.stores.calls import CLAIMED, CallStore, call_key
+from crisisline.stores.offers import OfferStore, offered_key
+from workers.dispatcher.ami import AmiGateway, leg_id, parse_leg_id
+
+log = logging.getLogger(__name__)
+LEASE_S = 15.0
+TICK_S = 0.05
+LIVE = {"waiting", "dispatching"}
+
+# Asterisk's OriginateResponse Reason codes (main/pbx.c) -> why the offer ended.
+ORIGINATE_REASON = {"1": "hung_up", "3": "no_answer", "5": "busy", "8": "congestion", "0": "failed"}
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, calls: CallStore, offers: OfferStore, ami: AmiGateway,
+                 roster: Callable[[], RosterSnapshot], name: str | None = None,
+                 lease_s: float = LEASE_S) -> None:
+        self.settings = settings
+        self.calls = calls
+        self.offers = offers
+        self.ami = ami
+        self.roster = roster
+        self.name = name or f"dispatcher-{os.getpid()}"
+        self.lease_s = lease_s
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.wake = asyncio.Event()
+        ami.handlers.append(self.on_ami_event)
+        ami.originate_results.append(self.on_originate_result)
+
+    @property
+    def redis(self):
+        return self.calls.redis
+
+    # ---- main loop ---------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Take calls until ``stop`` is set."""
+        log.info("%s taking calls", self.name)
+        while not stop.is_set():
+            try:
+                await self.calls.requeue_expired()
+                call_id = await self.calls.claim_next(self.name, self.lease_s)
+            except Exception as exc:
+                log.warning("%s: Redis unavailable (%s); retrying", self.name, exc)
+                await asyncio.sleep(1)
+                continue
+            if call_id is None:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), 0.2)
+                except TimeoutError:
+                    pass
+                continue
+            task = asyncio.create_task(self.dispatch(call_id), name=f"call {call_id}")
+            self.tasks[call_id] = task
+            task.add_done_callback(lambda _t, c=call_id: self.tasks.pop(c, None))
+        for task in list(self.tasks.values()):
+            task.cancel()
+
+    # ---- one call ------------------------------------------------------------------------
+    async def _hash(self, call_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(call_key(call_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def _still_mine(self, call_id: str) -> bool:
+        """Renew the lease; False when another dispatcher owns the call now."""
+        owner = await self.calls.field(call_id, "owner")
+        if owner != self.name:
+            return False
+        await self.calls.renew(call_id, self.lease_s)
+        return True
+
+    def _now(self) -> datetime:
+        return datetime.now(self.settings.zone)
+
+    async def _states(self, roster: RosterSnapshot) -> dict[str, ResponderState]:
+        raw = await self.offers.states([r.id for r in roster.responders])
+        return {rid: ResponderState(on_call_with=row.get("on_call_with") or None,
+                                    ringing_for=row.get("ringing_for") or None,
+                                    last_offered_at=float(row["last_offered_at"])
+                                    if row.get("last_offered_at") else None)
+                for rid, row in raw.items()}
+
+    async def next_wave(self, call_id: str, data: dict[str, str], cycle: int,
+                        last_wave: int) -> Wave | None:
+        roster = self.roster()
+        passed = {m.decode() for m in await self.redis.smembers(offered_key(call_id, cycle))}
+        waves = plan(CallToRoute(call_id, data.get("language", "en"), data.get("neighborhood") or None),
+                     roster, await self._states(roster), self._now(), passed=passed,
+                     wave_timeout_s=self.settings.wave_timeout_s,
+                     refuse=lambda d: destinations.refusal(d, self.settings))
+        return next((w for w in waves if w.number > last_wave), None)
+
+    async def dispatch(self, call_id: str) -> None:
+        try:
+            await self._dispatch(call_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("dispatching %s failed; putting it back in the queue", call_id)
+            await self.redis.hset(call_key(call_id), "owner", "")
+            await self.calls.requeue_expired()
+
+    async def _dispatch(self, call_id: str) -> None:
+        data = await self._hash(call_id)
+        if data.get("state") not in LIVE:
+            await self.redis.zrem(CLAIMED, call_id)
+            return
+        cycle = int(data.get("cycle") or 0)
+        last_wave = int(data.get("wave") or 0)
+        started = float(data.get("created_at") or time.time())
+        while True:
+            if not await self._still_mine(call_id):
+                return
+            data = await self._hash(call_id)
+            if data.get("accepted_by"):
+                await self.connect(call_id, data)
+                return
+            if data.get("state") not in LIVE:
+                await self.cancel_legs(call_id)
+                return
+            if time.time() - started > self.settings.max_wait_s:
+                await self.give_up(call_id, data)
+                return
+            wave = await self.next_wave(call_id, data, cycle, last_wave)
+            if wave is None:
+                await self.calls.event(call_id, "waves_exhausted", cycle=cycle)
+                if cycle == 0:
+                    await self.offer_callback(call_id, data)
+                cycle += 1
+                last_wave = 0
+                await self.redis.hset(call_key(call_id), mapping={"cycle": cycle, "wave": 0})
+                # Nobody to ring right now: wait a little before planning again.
+                if await self._wait_wave(call_id, [], min(self.settings.wave_timeout_s, 5.0)) == "lost":
+                    return
+                continue
+            last_wave = wave.number
+            rung = await self.ring_wave(call_id, data, wave, cycle)
+            outcome = await self._wait_wave(call_id, rung, wave.timeout_s)
+            if outcome == "lost":
+                return
+            if outcome == "accepted":
+                await self.connect(call_id, await self._hash(call_id))
+                return
+            if outcome == "gone":
+                await self.cancel_legs(call_id)
+                return
+            await self.end_wave(call_id, wave, cycle)
+
+    async def ring_wave(self, call_id: str, data: dict[str, str], wave: Wave,
+                        cycle: int) -> list[str]:
+        await self.redis.hset(call_key(call_id), mapping={
+            "state": "dispatching", "wave": wave.number, "cycle": cycle,
+            "wave_started_at": f"{time.time():.3f}",
+            "waves_used": max(int(data.get("waves_used") or 0), wave.number)})
+        await self.calls.event(call_id, "wave_started", wave=wave.number, cycle=cycle,
+                               label=wave.label,
+                               responders=",".join(r.id for r in wave.responders))
+        rung = []
+        for responder in wave.responders:
+            if destinations.refusal(responder.phone, self.settings):
+                continue  # belt and braces: plan() already refused it
+            if not await self.offers.ring(call_id, responder.id, wave.number, cycle):
+                continue
+            rung.append(responder.id)
+            self.ami.originate(leg_id(call_id, cycle, wave.number, responder.id),
+                               self.dial_string(responder.phone), "pr-responder",
+                               {"PR_CALL_ID": call_id, "PR_RESPONDER": responder.id},
+                               wave.timeout_s)
+        return rung
+
+    def dial_string(self, phone: str) -> str:
+        if phone.startswith(("PJSIP/", "SIP/")):
+            return phone
+        return f"PJSIP/{phone}@direct-trunk"
+
+    async def _wait_wave(self, call_id: str, rung: list[str], seconds: float) -> str:
+        """'accepted', 'gone' (caller left), 'passed' (everyone passed), 'timeout', or 'lost'
+        (another dispatcher owns the call now: leave its legs alone)."""
+        deadline = time.monotonic() + seconds
+        renew_at = time.monotonic() + self.lease_s / 3
+        while time.monotonic() < deadline:
+            data = await self._hash(call_id)
+            if data.get("accepted_by"):
+                return "accepted"
+            if data.get("state") not in LIVE:
+                return "gone"
+            if rung:
+                offers = await self.offers.offers(call_id)
+                if all(offers.get(rid, "").startswith("passed") for rid in rung):
+                    return "passed"
+            if time.monotonic() > renew_at:
+                if not await self._still_mine(call_id):
+                    return "gone"
+                renew_at = time.monotonic() + self.lease_s / 3
+            await asyncio.sleep(TICK_S)
+        return "timeout"
+
+    async def end_wave(self, call_id: str, wave: Wave, cycle: int) -> None:
+        offers = await self.offers.offers(call_id)
+        for responder in wave.responders:
+            if offers.get(responder.id, "").startswith("ringing"):
+                await self.hangup_leg(call_id, responder.id)
+                await self.offers.passed(call_id, responder.id, "no_answer")
+        await self.calls.event(call_id, "wave_timeout", wave=wave.number, cycle=cycle)
+
+    # ---- legs ------------------------------------------------------------------------------
+    async def hangup_leg(self, call_id: str, rid: str) -> None:
+        channel = await self.redis.hget(f"pr:legs:{call_id}", rid)
+        if channel:
+            await self.ami.hangup(channel.decode())
+
+    async def cancel_legs(self, call_id: str, keep: str | None = None) -> None:
+        """Hang up every leg of this call still ringing or in its whisper, except ``keep``."""
+        offers = await self.offers.offers(call_id)
+        for rid, status in offers.items():
+            if rid == keep or status == "accepted":
+                continue
+            await self.hangup_leg(call_id, rid)
+            if status.startswith("ringing"):
+                await self.offers.passed(call_id, rid, "cancelled")
+        await self.redis.zrem(CLAIMED, call_id)
+
+    async def connect(self, call_id: str, data: dict[str, str]) -> None:
+        """A responder took it: cancel the others, tell the caller, mark the bridge."""
+        winner = data.get("accepted_by", "")
+        await self.cancel_legs(call_id, keep=winner)
+        if data.get("channel"):
+            # The caller hears "connecting you now" in their language, then rejoins the room.
+            await self.ami.redirect(data["channel"], "pr-connect")
+        accepted_at = float(data.get("accepted_at") or time.time())
+        waited = accepted_at - float(data.get("created_at") or accepted_at)
+        await self.redis.hset(call_key(call_id), "time_to_human_s", f"{waited:.3f}")
+        await self.calls.event(call_id, "bridged", responder=winner, time_to_human_s=f"{waited:.3f}")
+
+    async def offer_callback(self, call_id: str, data: dict[str, str]) -> None:
+        """Everyone was rung: offer a callback (the caller keeps waiting meanwhile)."""
+        if data.get("channel") and not data.get("callback_offered"):
+            await self.redis.hset(call_key(call_id), "callback_offered", "1")
+            await self.calls.event(call_id, "callback_offered")
+            await self.ami.redirect(data["channel"], "pr-callback")
+
+    async def give_up(self, call_id: str, data: dict[str, str]) -> None:
+        """The longest wait is reached: the fallback group, and the callback if asked for."""
+        await self.cancel_legs(call_id)
+        state = State.CALLBACK if data.get("callback_number") else State.FALLBACK
+        await self.calls.end(call_id, state, "max_wait", "max_wait_reached")
+        if data.get("channel"):
+            await self.ami.redirect(data["channel"], "pr-fallback")
+
+    # ---- events from Asterisk -----------------------------------------------------------
+    async def on_ami_event(self, event: dict[str, str]) -> None:
+        name = event.get("Event", "")
+        leg = parse_leg_id(event.get("Uniqueid", ""))
+        if name == "Newchannel" and leg:
+            call_id, _, _, rid = leg
+            await self.redis.hset(f"pr:legs:{call_id}", rid, event.get("Channel", ""))
+            await self.redis.expire(f"pr:legs:{call_id}", 86400)
+        elif name == "Hangup" and leg:
+            call_id, _, _, rid = leg
+            offers = await self.offers.offers(call_id)
+            if offers.get(rid, "").startswith("ringing"):
+                await self.offers.passed(call_id, rid, "hung_up")
+            elif offers.get(rid) == "accepted":
+                await self.calls.event(call_id, "responder_left", responder=rid)
+        elif name == "UserEvent" and event.get("UserEvent") == "PRFallback":
+            call_id = event.get("CallID", "")
+            if call_id:
+                await self.cancel_legs(call_id)
+                await self.calls.to_fallback(call_id, event.get("AGIStatus") or "dialplan")
+        self.wake.set()
+
+    async def on_originate_result(self, channel_id: str, result: dict[str, str]) -> None:
+        leg = parse_leg_id(channel_id)
+        if leg is None or result.get("Response") == "Success":
+            return
+        call_id, _, _, rid = leg
+        offers = await self.offers.offers(call_id)
+        if offers.get(rid, "").startswith("ringing"):
+            reason = ORIGINATE_REASON.get(result.get("Reason", "0"), "failed")
+            await self.offers.passed(call_id, rid, reason)

@@ -1,0 +1,140 @@
+"""Copies the Redis event stream into SQL: a call record per call, its timeline, callbacks.
+
+Reads ``pr:events`` through a consumer group, so a restart resumes where it stopped and
+nothing is lost; writes are idempotent (upserts by call id, events by stream id), so a
+replayed event changes nothing. No audio, ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from crisisline.records.schema import CallbackRequest, CallEvent, CallRecord
+from crisisline.stores.calls import EVENTS, call_key
+from crisisline.stores.offers import OfferStore
+
+log = logging.getLogger(__name__)
+GROUP = "recorder"
+# Events after which the call's record is final.
+TERMINAL = {"call_ended": "bridged", "caller_hung_up": "abandoned", "fallback": "fallback",
+            "max_wait_reached": None}
+
+
+def _ts(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(value), UTC) if value else None
+    except ValueError:
+        return None
+
+
+class Recorder:
+    def __init__(self, redis: Redis, engine: Engine, consumer: str) -> None:
+        self.redis = redis
+        self.engine = engine
+        self.consumer = consumer
+        self.offers = OfferStore(redis)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(EVENTS, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.ensure_group()
+        pending_first = True
+        while not stop.is_set():
+            try:
+                # Our own unacknowledged events first (a crash mid-write), then new ones.
+                start = "0" if pending_first else ">"
+                got = await self.redis.xreadgroup(GROUP, self.consumer, {EVENTS: start},
+                                                  count=200, block=500)
+            except Exception as exc:
+                log.warning("recorder: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            entries = got[0][1] if got else []
+            if pending_first and not entries:
+                pending_first = False
+                continue
+            if entries:
+                await self.handle(entries)
+
+    async def handle(self, entries: list) -> None:
+        events = [(eid.decode(), {k.decode(): v.decode() for k, v in body.items()})
+                  for eid, body in entries]
+        calls = {}
+        for _, body in events:
+            cid = body.get("call_id")
+            if cid and cid not in calls:
+                raw = await self.redis.hgetall(call_key(cid))
+                calls[cid] = {k.decode(): v.decode() for k, v in raw.items()}
+        await asyncio.to_thread(self.write, events, calls)
+        for _, body in events:
+            if body.get("type") in TERMINAL:
+                data = calls.get(body.get("call_id", ""), {})
+                if data.get("accepted_by"):
+                    await self.offers.end_call(data["accepted_by"], body["call_id"])
+        await self.redis.xack(EVENTS, GROUP, *[eid for eid, _ in events])
+
+    def write(self, events: list[tuple[str, dict[str, str]]], calls: dict[str, dict[str, str]]) -> None:
+        with Session(self.engine) as session, session.begin():
+            for eid, body in events:
+                cid = body.get("call_id")
+                data = calls.get(cid or "")
+                if not cid or not data:
+                    continue
+                record = session.get(CallRecord, cid) or CallRecord(
+                    id=cid, source=data.get("source", "direct"), language=data.get("language", "en"),
+                    started_at=_ts(data.get("created_at")) or datetime.now(UTC), outcome="in_progress",
+                    waves_used=0, consented_to_message=False)
+                session.add(record)
+                self._update(record, data, body)
+                session.flush()
+                exists = session.scalar(select(CallEvent.id).where(
+                    CallEvent.call_id == cid, CallEvent.detail["stream_id"].as_string() == eid))
+                if exists is None:
+                    detail = {k: v for k, v in body.items() if k not in {"type", "call_id", "at"}}
+                    detail["stream_id"] = eid
+                    session.add(CallEvent(call_id=cid, at=_ts(body.get("at")) or datetime.now(UTC),
+                                          type=body.get("type", "?")[:32], detail=detail))
+                if body.get("type") == "callback_requested" and not session.get(CallbackRequest, cid):
+                    session.add(CallbackRequest(
+                        call_id=cid, number=data.get("callback_number") or None,
+                        language=record.language, neighborhood=record.neighborhood,
+                        requested_at=_ts(body.get("at")) or datetime.now(UTC), status="waiting"))
+
+    @staticmethod
+    def _update(record: CallRecord, data: dict[str, str], body: dict[str, str]) -> None:
+        record.language = data.get("language") or record.language
+        record.neighborhood = data.get("neighborhood") or None
+        record.zip_code = data.get("zip_code") or None
+        record.queued_at = _ts(data.get("queued_at"))
+        record.answered_at = _ts(data.get("accepted_at"))
+        record.answered_by = data.get("accepted_by") or None
+        record.waves_used = int(data.get("waves_used") or 0)
+        record.consented_to_message = data.get("consented_to_message") == "1"
+        record.caller_number = data.get("caller_number") or None
+        record.note = data.get("note") or None
+        record.interpreter = data.get("interpreter") or None
+        if data.get("time_to_human_s"):
+            record.time_to_human_s = float(data["time_to_human_s"])
+        kind = body.get("type", "")
+        if kind in TERMINAL:
+            state = data.get("state", "")
+            outcome = {"ended": "bridged", "abandoned": "abandoned", "fallback": "fallback",
+                       "callback": "callback"}.get(state) or TERMINAL[kind] or "fallback"
+            if data.get("accepted_by") and state in ("ended", "bridged"):
+                outcome = "bridged"
+            record.outcome = outcome
+            record.end_step = data.get("end_step") or None
+            record.ended_at = _ts(data.get("ended_at")) or _ts(body.get("at"))

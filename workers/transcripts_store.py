@@ -1,0 +1,107 @@
+"""Where transcription outcomes are written: the live call hash in Redis and the event stream.
+
+Kept to a few functions so the SQL call record can be written from here later without
+touching the jobs. Keys follow crisisline/stores/calls.py (``pr:call:<id>``, ``pr:events``);
+they're repeated rather than imported because that store is async and these jobs are not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from redis import Redis
+
+PREFIX = "pr:"
+EVENTS = PREFIX + "events"
+
+PENDING = "pending"
+DONE = "done"
+EMPTY = "empty"
+FAILED = "failed"
+NO_MODEL = "no_model"
+SKIPPED_ENDED = "skipped_ended"
+STATUSES = (PENDING, DONE, EMPTY, FAILED, NO_MODEL, SKIPPED_ENDED)
+_EVENT_FOR = {DONE: "transcript_ready", EMPTY: "transcript_ready",
+              FAILED: "transcript_failed", NO_MODEL: "transcript_failed"}
+
+# Personal data a call hash may hold, cleared by retention.
+PERSONAL_FIELDS = ("transcript", "caller_number")
+ENDED_STATES = frozenset({"ended", "abandoned"})
+
+# Write only into a call that exists (never resurrect a purged or unknown call as a stray
+# hash), and write the outcome and its event together.
+# KEYS: call hash, events; ARGV: call_id, now, event type ('' = none), status, field, value...
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local fields = {'transcript_status', ARGV[4], 'transcript_at', ARGV[2]}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', 'type', ARGV[3],
+             'call_id', ARGV[1], 'at', ARGV[2], 'status', ARGV[4])
+end
+return 1
+"""
+
+
+def call_key(call_id: str) -> str:
+    return f"{PREFIX}call:{call_id}"
+
+
+def call_state(r: Redis, call_id: str) -> str | None:
+    """The call's state, or None when there is no such call (unknown or already purged)."""
+    if not r.exists(call_key(call_id)):
+        return None
+    raw = r.hget(call_key(call_id), "state")
+    return raw.decode() if isinstance(raw, bytes) else (raw or "")
+
+
+def record(r: Redis, call_id: str, status: str, **fields: Any) -> bool:
+    """Set ``transcript_status`` (and extra ``transcript*`` fields) on the call; add its event.
+
+    False when the call doesn't exist, in which case nothing is written.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"unknown transcript status {status!r}")
+    flat: list[str] = []
+    for key, value in fields.items():
+        flat += [key, "" if value is None else str(value)]
+    script = r.register_script(_RECORD)
+    done = script(keys=[call_key(call_id), EVENTS],
+                  args=[call_id, f"{time.time():.3f}", _EVENT_FOR.get(status, ""), status, *flat])
+    return bool(done)
+
+
+def field(r: Redis, call_id: str, name: str) -> str | None:
+    raw = r.hget(call_key(call_id), name)
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def iter_call_ids(r: Redis) -> Iterator[str]:
+    prefix = call_key("")
+    for key in r.scan_iter(match=prefix + "*", count=500):
+        name = key.decode() if isinstance(key, bytes) else key
+        yield name[len(prefix):]
+
+
+def call_time(r: Redis, call_id: str) -> float | None:
+    """When the call began (created_at, else the earliest other time it carries)."""
+    for name in ("created_at", "queued_at", "ended_at", "transcript_at"):
+        value = field(r, call_id, name)
+        if value:
+            try:
+                return float(value)
+            except ValueError:
+                continue
+    return None
+
+
+def purge_personal(r: Redis, call_id: str, now: float) -> bool:
+    """Remove the transcript and caller number from one call; True if there was any."""
+    key = call_key(call_id)
+    removed = r.hdel(key, *PERSONAL_FIELDS)
+    if removed:
+        r.hset(key, "purged_at", f"{now:.3f}")
+    return bool(removed)
