@@ -77,6 +77,9 @@ class Settings:
     # Dispatch (issue 3)
     wave_timeout_s: float = 20.0
     max_wait_s: float = 900.0
+    # At most this many phones ring at once for one call (least recently offered first);
+    # 0 = everyone in the wave. Ringing a whole team for one caller starves the next caller.
+    ring_per_wave: int = 4
 
     # Transcription (issue 4)
     vosk_models: Mapping[str, str] = field(default_factory=dict)
@@ -230,6 +233,8 @@ def validate(s: Settings) -> list[str]:
             problems.append(f"priorities.{source} must be a whole number, got {value!r}")
     if s.asterisk not in {"standin", "external"}:
         problems.append(f"asterisk must be 'standin' or 'external', got {s.asterisk!r}")
+    if s.ring_per_wave < 0:
+        problems.append("ring_per_wave must be 0 (everyone) or more")
     if s.wave_timeout_s <= 0 or s.max_wait_s <= 0:
         problems.append("wave_timeout_s and max_wait_s must be positive")
     if s.retention_days < 1:

@@ -92,5 +92,6 @@ def plan(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, Respond
                  [r for r in on_call if speaks(r) and not r.backup]),
             wave(2, "citywide, everyone on call", [r for r in on_call if not r.backup]),
         ]
-    candidates.append(wave(4, "citywide backup group", roster.backup_group(now), language_first=True))
+    candidates.append(wave(4, "citywide backup group", [r for r in on_call if r.backup],
+                           language_first=True))
     return [w for w in candidates if w is not None]

@@ -227,6 +227,15 @@ def test_other_sample_rates_are_resampled_with_sox(ko_model: Any, audio: dict[st
     assert not list(audio["speech16k"].parent.glob(".converted-*"))  # temp file removed
 
 
+@pytest.mark.slow
+def test_stereo_mu_law_is_converted_too(ko_model: Any, audio: dict[str, Path],
+                                        tmp_path: Path) -> None:
+    ulaw = tmp_path / "ulaw.wav"
+    sox(str(audio["speech"]), "-c", "2", "-e", "u-law", str(ulaw))
+    result = transcribe_wav(ko_model, ulaw, 60)
+    assert result.text.strip() and 3 < result.duration_s < 8
+
+
 @pytest.mark.parametrize(("name", "reason"), [
     ("empty", "empty file"), ("corrupt", "corrupt WAV header"), ("notwav", "not a WAV file"),
     ("speech4k", "below 8000 Hz"), ("missing", "no such file")])
@@ -284,6 +293,10 @@ def test_cli_reasons_for_no_model_and_bad_file(audio: dict[str, Path], tmp_path:
     err = io.StringIO()
     assert transcribe_command(settings, str(audio["speech"]), "ko", out, err) == 2
     assert "not a Vosk model folder" in err.getvalue() and len(err.getvalue().splitlines()) == 1
+    for name in ("corrupt", "empty", "notwav"):
+        err = io.StringIO()
+        assert transcribe_command(settings, str(audio[name]), "ko", out, err) == 1
+        assert len(err.getvalue().splitlines()) == 1 and out.getvalue() == ""
 
 
 # ---- jobs ---------------------------------------------------------------------------------

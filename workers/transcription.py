@@ -89,8 +89,11 @@ def transcribe_call(call_id: str, wav_path: str, language: str) -> dict[str, Any
     store.record(r, call_id, status, transcript=result.text,
                  transcript_duration_s=result.duration_s, transcript_decode_s=result.decode_s,
                  transcript_truncated="1" if result.truncated else "0", transcript_error="")
-    # Only now: a crash before this line leaves the audio for a retry to decode again.
-    _delete(path)
+    # Only now (a crash before this line leaves the audio for a retry), and only if the call
+    # is over: while responders are rung, the whisper plays the caller's own words. A call
+    # still going has its audio deleted by the recorder when it ends.
+    if store.call_state(r, call_id) in store.ENDED_STATES | {None}:
+        _delete(path)
     log.info("call %s: transcript %s (%.1f s audio in %.2f s%s)", call_id, status,
              result.duration_s, result.decode_s, ", truncated" if result.truncated else "")
     return {"status": status, "duration_s": result.duration_s, "decode_s": result.decode_s,

@@ -28,7 +28,7 @@ _EVENT_FOR = {DONE: "transcript_ready", EMPTY: "transcript_ready",
 
 # Personal data a call hash may hold, cleared by retention.
 PERSONAL_FIELDS = ("transcript", "caller_number")
-ENDED_STATES = frozenset({"ended", "abandoned"})
+ENDED_STATES = frozenset({"ended", "abandoned", "fallback"})
 
 # Write only into a call that exists (never resurrect a purged or unknown call as a stray
 # hash), and write the outcome and its event together.

@@ -53,6 +53,8 @@ class CallEvent(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     type: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The Redis stream entry it came from: a replayed event is recognised and skipped.
+    stream_id: Mapped[str | None] = mapped_column(String(32), unique=True)
 
 
 class CallbackRequest(Base):

@@ -13,7 +13,7 @@ from typing import IO
 
 from crisisline.config import Settings
 from crisisline.speech.models import ModelLoadError, ModelRegistry
-from crisisline.speech.transcribe import AudioError, transcribe_wav
+from crisisline.speech.transcribe import AudioError, check_wav, transcribe_wav
 
 EXIT_BAD_AUDIO = 1
 EXIT_NO_MODEL = 2
@@ -24,6 +24,11 @@ def transcribe_command(settings: Settings, path: str, language: str,
                        registry: ModelRegistry | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    try:
+        check_wav(path)  # a bad file is reported without first loading a model for seconds
+    except AudioError as exc:
+        print(f"transcribe: {exc}", file=err)
+        return EXIT_BAD_AUDIO
     try:
         model = (registry or ModelRegistry(settings)).get(language)
     except ModelLoadError as exc:

@@ -171,10 +171,11 @@ class ModelRegistry:
             try:
                 model = self._loader(lang, path)
             except ModelLoadError as exc:
+                # Remembered, not logged: callers say it where it belongs (the worker's
+                # start-up report, the job's outcome, the CLI's one stderr line).
                 self._errors[lang] = exc.reason
-                log.error("speech model for %s failed to load: %s", lang, exc)
                 raise
             self._models[lang] = model
-            log.info("speech model for %s loaded from %s in %.1f s",
+            log.debug("speech model for %s loaded from %s in %.1f s",
                      lang, path, time.monotonic() - started)
             return model

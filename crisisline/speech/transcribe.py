@@ -87,28 +87,38 @@ def _convert(path: Path) -> Path:
     return Path(tmp)
 
 
+def check_wav(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`AudioError` now if the file can't be a usable recording (cheap: headers
+    only, no conversion), e.g. before spending seconds loading a model for it."""
+    src = Path(path)
+    _check_header(src)
+    try:
+        with wave.open(str(src), "rb") as reader:
+            rate = reader.getframerate()
+    except wave.Error as exc:
+        if "unknown format" in str(exc):
+            return  # sox will be asked to convert it
+        raise AudioError(src, f"corrupt WAV header ({exc})") from exc
+    except EOFError as exc:
+        raise AudioError(src, "corrupt WAV header (file ends inside the header)") from exc
+    if rate < MIN_RATE:
+        raise AudioError(src, f"sample rate {rate} Hz is below {MIN_RATE} Hz")
+
+
 @contextlib.contextmanager
 def open_pcm(path: str | os.PathLike[str]) -> Iterator[wave.Wave_read]:
     """A validated 8 kHz mono 16-bit reader for ``path``, converting with sox when needed."""
     src = Path(path)
-    _check_header(src)
+    check_wav(src)
     converted: Path | None = None
     try:
         try:
-            reader = wave.open(str(src), "rb")
-        except wave.Error as exc:
-            if "unknown format" not in str(exc):
-                raise AudioError(src, f"corrupt WAV header ({exc})") from exc
-            reader = None  # a valid WAV in a codec the wave module can't read: let sox try
-        except EOFError as exc:
-            raise AudioError(src, "corrupt WAV header (file ends inside the header)") from exc
+            reader: wave.Wave_read | None = wave.open(str(src), "rb")
+        except wave.Error:
+            reader = None  # a codec the wave module can't read (check_wav let only that by)
         if reader is not None:
-            rate, channels, width = (reader.getframerate(), reader.getnchannels(),
-                                     reader.getsampwidth())
-            if rate < MIN_RATE:
-                reader.close()
-                raise AudioError(src, f"sample rate {rate} Hz is below {MIN_RATE} Hz")
-            if (rate, channels, width) == (TARGET_RATE, 1, 2):
+            if (reader.getframerate(), reader.getnchannels(), reader.getsampwidth()) == (
+                    TARGET_RATE, 1, 2):
                 with reader:
                     yield reader
                 return

@@ -24,13 +24,14 @@ from crisisline.call import State
 from crisisline.config import Settings
 from crisisline.roster.model import RosterSnapshot
 from crisisline.routing import CallToRoute, ResponderState, Wave, plan
-from crisisline.stores.calls import CLAIMED, CallStore, call_key
+from crisisline.stores.calls import CLAIMED, EVENTS, CallStore, call_key
 from crisisline.stores.offers import OfferStore, offered_key
 from workers.dispatcher.ami import AmiGateway, leg_id, parse_leg_id
 
 log = logging.getLogger(__name__)
 LEASE_S = 15.0
-TICK_S = 0.05
+POLL_S = 0.5
+BUSY_RETRY_S = 0.5
 LIVE = {"waiting", "dispatching"}
 
 # Asterisk's OriginateResponse Reason codes (main/pbx.c) -> why the offer ended.
@@ -50,6 +51,8 @@ class Dispatcher:
         self.lease_s = lease_s
         self.tasks: dict[str, asyncio.Task] = {}
         self.wake = asyncio.Event()
+        # Per-call wake-ups from the event stream, so waiting for a wave costs no polling.
+        self.waiters: dict[str, asyncio.Event] = {}
         ami.handlers.append(self.on_ami_event)
         ami.originate_results.append(self.on_originate_result)
 
@@ -58,9 +61,35 @@ class Dispatcher:
         return self.calls.redis
 
     # ---- main loop ---------------------------------------------------------------------
+    async def follow_events(self, stop: asyncio.Event) -> None:
+        """Wake the task of any call something happened to (accepted, passed, hung up...)."""
+        last = "$"
+        while not stop.is_set():
+            try:
+                got = await self.redis.xread({EVENTS: last}, count=500, block=500)
+            except Exception as exc:
+                log.warning("%s: event stream: %s", self.name, exc)
+                await asyncio.sleep(1)
+                continue
+            for _, entries in got or []:
+                for eid, body in entries:
+                    last = eid
+                    if body.get(b"type") == b"queued":
+                        self.wake.set()
+                    waiter = self.waiters.get((body.get(b"call_id") or b"").decode())
+                    if waiter is not None:
+                        waiter.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Take calls until ``stop`` is set."""
         log.info("%s taking calls", self.name)
+        follower = asyncio.create_task(self.follow_events(stop))
+        try:
+            await self._take_calls(stop)
+        finally:
+            follower.cancel()
+
+    async def _take_calls(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.calls.requeue_expired()
@@ -113,12 +142,14 @@ class Dispatcher:
         waves = plan(CallToRoute(call_id, data.get("language", "en"), data.get("neighborhood") or None),
                      roster, await self._states(roster), self._now(), passed=passed,
                      wave_timeout_s=self.settings.wave_timeout_s,
+                     max_per_wave=self.settings.ring_per_wave or None,
                      refuse=lambda d: destinations.refusal(d, self.settings))
         return next((w for w in waves if w.number > last_wave), None)
 
     async def dispatch(self, call_id: str) -> None:
         try:
             await self._dispatch(call_id)
+            self.waiters.pop(call_id, None)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -134,6 +165,7 @@ class Dispatcher:
         cycle = int(data.get("cycle") or 0)
         last_wave = int(data.get("wave") or 0)
         started = float(data.get("created_at") or time.time())
+        cycle_started, rung_in_cycle = time.time(), 0
         while True:
             if not await self._still_mine(call_id):
                 return
@@ -149,11 +181,19 @@ class Dispatcher:
                 return
             wave = await self.next_wave(call_id, data, cycle, last_wave)
             if wave is None:
+                if not rung_in_cycle and time.time() - cycle_started < self.settings.wave_timeout_s:
+                    # Everyone who could take it is on a call or ringing for another caller:
+                    # look again shortly rather than waiting out a whole wave.
+                    if await self._wait_wave(call_id, [], BUSY_RETRY_S) == "lost":
+                        return
+                    last_wave = 0
+                    continue
                 await self.calls.event(call_id, "waves_exhausted", cycle=cycle)
                 if cycle == 0:
                     await self.offer_callback(call_id, data)
                 cycle += 1
                 last_wave = 0
+                cycle_started, rung_in_cycle = time.time(), 0
                 await self.redis.hset(call_key(call_id), mapping={"cycle": cycle, "wave": 0})
                 # Nobody to ring right now: wait a little before planning again.
                 if await self._wait_wave(call_id, [], min(self.settings.wave_timeout_s, 5.0)) == "lost":
@@ -161,6 +201,9 @@ class Dispatcher:
                 continue
             last_wave = wave.number
             rung = await self.ring_wave(call_id, data, wave, cycle)
+            if not rung:
+                continue  # all of this wave became busy meanwhile: the next wave, at once
+            rung_in_cycle += len(rung)
             outcome = await self._wait_wave(call_id, rung, wave.timeout_s)
             if outcome == "lost":
                 return
@@ -174,25 +217,27 @@ class Dispatcher:
 
     async def ring_wave(self, call_id: str, data: dict[str, str], wave: Wave,
                         cycle: int) -> list[str]:
+        """Ring whoever of the wave is still free; [] when no one is."""
+        chosen = []
+        for responder in wave.responders:
+            if destinations.refusal(responder.phone, self.settings):
+                continue  # belt and braces: plan() already refused it
+            if await self.offers.ring(call_id, responder.id, wave.number, cycle):
+                chosen.append(responder)
+        if not chosen:
+            return []
         await self.redis.hset(call_key(call_id), mapping={
             "state": "dispatching", "wave": wave.number, "cycle": cycle,
             "wave_started_at": f"{time.time():.3f}",
             "waves_used": max(int(data.get("waves_used") or 0), wave.number)})
         await self.calls.event(call_id, "wave_started", wave=wave.number, cycle=cycle,
-                               label=wave.label,
-                               responders=",".join(r.id for r in wave.responders))
-        rung = []
-        for responder in wave.responders:
-            if destinations.refusal(responder.phone, self.settings):
-                continue  # belt and braces: plan() already refused it
-            if not await self.offers.ring(call_id, responder.id, wave.number, cycle):
-                continue
-            rung.append(responder.id)
+                               label=wave.label, responders=",".join(r.id for r in chosen))
+        for responder in chosen:
             self.ami.originate(leg_id(call_id, cycle, wave.number, responder.id),
                                self.dial_string(responder.phone), "pr-responder",
                                {"PR_CALL_ID": call_id, "PR_RESPONDER": responder.id},
                                wave.timeout_s)
-        return rung
+        return [r.id for r in chosen]
 
     def dial_string(self, phone: str) -> str:
         if phone.startswith(("PJSIP/", "SIP/")):
@@ -204,7 +249,9 @@ class Dispatcher:
         (another dispatcher owns the call now: leave its legs alone)."""
         deadline = time.monotonic() + seconds
         renew_at = time.monotonic() + self.lease_s / 3
+        waiter = self.waiters.setdefault(call_id, asyncio.Event())
         while time.monotonic() < deadline:
+            waiter.clear()
             data = await self._hash(call_id)
             if data.get("accepted_by"):
                 return "accepted"
@@ -218,7 +265,12 @@ class Dispatcher:
                 if not await self._still_mine(call_id):
                     return "gone"
                 renew_at = time.monotonic() + self.lease_s / 3
-            await asyncio.sleep(TICK_S)
+            # Woken by the call's next event; the bounded wait is a safety net, not the clock.
+            try:
+                await asyncio.wait_for(waiter.wait(), min(POLL_S, max(0.01, deadline - time.monotonic()),
+                                                          max(0.01, renew_at - time.monotonic())))
+            except TimeoutError:
+                pass
         return "timeout"
 
     async def end_wave(self, call_id: str, wave: Wave, cycle: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -33,6 +34,18 @@ def _ts(value: str | None) -> datetime | None:
         return datetime.fromtimestamp(float(value), UTC) if value else None
     except ValueError:
         return None
+
+
+FINAL_TRANSCRIPT = {"done", "empty", "failed", "no_model", "skipped_ended"}
+
+
+def delete_message_audio(data: dict[str, str]) -> None:
+    """The call is over: its message audio goes once its transcript is stored (or can't be).
+    A transcript still pending is left to the worker, which deletes it for an ended call."""
+    message = data.get("x_message_file")
+    status = data.get("transcript_status", "")
+    if message and (status in FINAL_TRANSCRIPT or not status):
+        Path(message + ".wav").unlink(missing_ok=True)
 
 
 class Recorder:
@@ -67,7 +80,12 @@ class Recorder:
                 pending_first = False
                 continue
             if entries:
-                await self.handle(entries)
+                try:
+                    await self.handle(entries)
+                except Exception:
+                    log.exception("recorder: writing %d events failed; will retry", len(entries))
+                    pending_first = True
+                    await asyncio.sleep(1)
 
     async def handle(self, entries: list) -> None:
         events = [(eid.decode(), {k.decode(): v.decode() for k, v in body.items()})
@@ -84,29 +102,36 @@ class Recorder:
                 data = calls.get(body.get("call_id", ""), {})
                 if data.get("accepted_by"):
                     await self.offers.end_call(data["accepted_by"], body["call_id"])
+                delete_message_audio(data)
         await self.redis.xack(EVENTS, GROUP, *[eid for eid, _ in events])
 
     def write(self, events: list[tuple[str, dict[str, str]]], calls: dict[str, dict[str, str]]) -> None:
         with Session(self.engine) as session, session.begin():
+            # One indexed query for the whole batch: which of these were written before a crash.
+            seen = set(session.scalars(select(CallEvent.stream_id).where(
+                CallEvent.stream_id.in_([eid for eid, _ in events]))))
+            records: dict[str, CallRecord] = {}
             for eid, body in events:
                 cid = body.get("call_id")
                 data = calls.get(cid or "")
                 if not cid or not data:
                     continue
-                record = session.get(CallRecord, cid) or CallRecord(
+                record = records.get(cid) or session.get(CallRecord, cid)
+                new = record is None
+                record = record or CallRecord(
                     id=cid, source=data.get("source", "direct"), language=data.get("language", "en"),
                     started_at=_ts(data.get("created_at")) or datetime.now(UTC), outcome="in_progress",
                     waves_used=0, consented_to_message=False)
                 session.add(record)
+                records[cid] = record
                 self._update(record, data, body)
-                session.flush()
-                exists = session.scalar(select(CallEvent.id).where(
-                    CallEvent.call_id == cid, CallEvent.detail["stream_id"].as_string() == eid))
-                if exists is None:
+                if new:
+                    session.flush()  # the record before its events (no ORM relationship orders them)
+                if eid not in seen:
                     detail = {k: v for k, v in body.items() if k not in {"type", "call_id", "at"}}
-                    detail["stream_id"] = eid
                     session.add(CallEvent(call_id=cid, at=_ts(body.get("at")) or datetime.now(UTC),
-                                          type=body.get("type", "?")[:32], detail=detail))
+                                          type=body.get("type", "?")[:32], detail=detail,
+                                          stream_id=eid))
                 if body.get("type") == "callback_requested" and not session.get(CallbackRequest, cid):
                     session.add(CallbackRequest(
                         call_id=cid, number=data.get("callback_number") or None,

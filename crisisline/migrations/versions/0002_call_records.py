@@ -54,9 +54,11 @@ def upgrade() -> None:
         sa.Column("at", UTCDateTime(), nullable=False),
         sa.Column("type", sa.String(32), nullable=False),
         sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("stream_id", sa.String(32), nullable=True),
         sa.ForeignKeyConstraint(["call_id"], ["call_records.id"], ondelete="CASCADE",
                                 name=op.f("fk_call_events_call_id_call_records")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_call_events")),
+        sa.UniqueConstraint("stream_id", name=op.f("uq_call_events_stream_id")),
     )
     op.create_index(op.f("ix_call_events_call_id"), "call_events", ["call_id"])
     op.create_table(
