@@ -7,9 +7,8 @@ import logging
 from dataclasses import dataclass
 from functools import cache
 
-from redis.asyncio import Redis
-
 from crisisline.config import Settings
+from crisisline.stores import async_redis
 from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore
 
@@ -24,8 +23,7 @@ class AgiApp:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgiApp:
-        redis = Redis.from_url(settings.effective_redis_url, socket_timeout=5,
-                               socket_connect_timeout=3, health_check_interval=30)
+        redis = async_redis(settings.effective_redis_url)
         return cls(settings, CallStore(redis), OfferStore(redis))
 
     async def enqueue_transcription(self, call_id: str, wav_path: str, language: str) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from crisisline.config import Settings
 
-UP_REDIS_PORT = 6390
+# The Redis `up` starts when none is configured; its own port, so a system Redis is untouched.
+UP_REDIS_PORT = int(os.environ.get("PR_UP_REDIS_PORT", "6390"))
 
 
 @dataclass

@@ -126,7 +126,7 @@ async def test_many_calls_at_once_share_one_server(live_settings, redis_url):
     async with running_agi(live_settings) as server:
         pbx = pbx_for(live_settings, server.port)
         scripts = [CallerScript(keys=f"{1 + n % 2} 02121 {1 + n % 2}", stay_s=None)
-                   for n in range(40)]
+                   for n in range(150)]  # more than redis-py's default pool of 100
         traces = await asyncio.gather(*(call(pbx, "direct", s) for s in scripts))
         db = Redis(redis_url)
         assert sorted(db.waiting()) == sorted(t.variables["PR_CALL_ID"] for t in traces)

@@ -483,14 +483,42 @@ def test_retention_purges_old_personal_data_only(r: redis.Redis, jobs_settings: 
         stale.write_bytes(b"x")
         fresh.write_bytes(b"x")
         os.utime(stale, (now - 2 * day, now - 2 * day))
-        assert retention.purge_expired(now) == {"calls": 1, "recordings": 1}
+        from datetime import UTC, datetime
+
+        from sqlalchemy.orm import Session
+
+        from crisisline import db
+        from crisisline.records.schema import CallbackRequest, CallRecord
+
+        db.upgrade(jobs_settings)
+        engine = db.engine_for(jobs_settings)
+
+        def sql_record(cid: str, at: float) -> None:
+            with Session(engine) as s, s.begin():
+                s.add(CallRecord(id=cid, source="direct", language="ko",
+                                 started_at=datetime.fromtimestamp(at, UTC), outcome="bridged",
+                                 waves_used=1, consented_to_message=True,
+                                 caller_number="+16175550100", transcript="메시지", note="n"))
+                s.add(CallbackRequest(call_id=cid, number="+16175550100", language="ko",
+                                      requested_at=datetime.fromtimestamp(at, UTC)))
+
+        sql_record("sql-old", old)
+        sql_record("sql-new", now - day)
+        assert retention.purge_expired(now) == {"calls": 1, "recordings": 1, "records": 1}
+        with Session(engine) as s:
+            gone, kept = s.get(CallRecord, "sql-old"), s.get(CallRecord, "sql-new")
+            assert (gone.caller_number, gone.transcript, gone.note) == (None, None, None)
+            assert gone.outcome == "bridged"  # the de-identified figures stay
+            assert kept.caller_number == "+16175550100" and kept.transcript == "메시지"
+            assert s.get(CallbackRequest, "sql-old").number is None
+            assert s.get(CallbackRequest, "sql-new").number == "+16175550100"
         old_call, recent_call = call(r, "old"), call(r, "recent")
         assert "transcript" not in old_call and "caller_number" not in old_call
         assert old_call["state"] == "ended" and old_call["transcript_status"] == "done"
         assert recent_call["transcript"] == "최근 메시지"
         assert recent_call["caller_number"] == "+16175550101"
         assert not stale.exists() and fresh.exists()
-        assert retention.purge_expired(now) == {"calls": 0, "recordings": 0}  # idempotent
+        assert retention.purge_expired(now) == {"calls": 0, "recordings": 0, "records": 0}
     finally:
         runtime.reset()
 

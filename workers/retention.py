@@ -44,13 +44,44 @@ def purge_expired(now: float | None = None) -> dict[str, int]:
         if began is not None and began < cutoff and store.purge_personal(r, call_id, now):
             calls += 1
     files = purge_recordings(settings.recordings_path, now)
-    log.info("retention: cleared transcript/number of %d calls older than %d days, "
-             "deleted %d recordings older than a day", calls, settings.retention_days, files)
+    records = purge_records(settings, cutoff)
+    log.info("retention: cleared transcript/number of %d live calls and %d call records older "
+             "than %d days, deleted %d recordings older than a day", calls, records,
+             settings.retention_days, files)
     try:
         schedule_next(r, now)
     except Exception as exc:  # the purge is done; the next worker start schedules again
         log.error("retention: could not schedule the next run: %s", exc)
-    return {"calls": calls, "recordings": files}
+    return {"calls": calls, "recordings": files, "records": records}
+
+
+def purge_records(settings: Any, cutoff: float) -> int:
+    """The same promise in SQL: call records and callback requests lose the caller's number
+    and transcript once they are older than the retention period."""
+    from sqlalchemy import or_, update
+    from sqlalchemy.orm import Session
+
+    from crisisline import db
+    from crisisline.records.schema import CallbackRequest, CallRecord
+
+    before = datetime.fromtimestamp(cutoff, UTC)
+    db.upgrade(settings)
+    engine = db.engine_for(settings)
+    try:
+        with Session(engine) as session, session.begin():
+            done = session.execute(
+                update(CallRecord)
+                .where(CallRecord.started_at < before,
+                       or_(CallRecord.caller_number.is_not(None), CallRecord.transcript.is_not(None),
+                           CallRecord.note.is_not(None)))
+                .values(caller_number=None, transcript=None, note=None)).rowcount
+            session.execute(update(CallbackRequest)
+                            .where(CallbackRequest.requested_at < before,
+                                   CallbackRequest.number.is_not(None))
+                            .values(number=None))
+        return int(done or 0)
+    finally:
+        engine.dispose()
 
 
 def purge_recordings(folder: Path, now: float) -> int:

@@ -151,6 +151,9 @@ class Recorder:
         record.caller_number = data.get("caller_number") or None
         record.note = data.get("note") or None
         record.interpreter = data.get("interpreter") or None
+        if data.get("transcript_status"):
+            record.transcript_status = data["transcript_status"]
+            record.transcript = data.get("transcript") or None
         if data.get("time_to_human_s"):
             record.time_to_human_s = float(data["time_to_human_s"])
         kind = body.get("type", "")

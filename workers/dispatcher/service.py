@@ -9,12 +9,11 @@ import os
 import signal
 import time
 
-from redis.asyncio import Redis
-
 from crisisline import db, destinations
 from crisisline.config import Settings
 from crisisline.roster.model import RosterSnapshot
 from crisisline.roster.store import RosterStore
+from crisisline.stores import async_redis
 from crisisline.stores.calls import CallStore, call_key
 from crisisline.stores.offers import COMMANDS, OfferStore
 from workers.dispatcher.ami import AmiGateway, leg_id
@@ -110,7 +109,7 @@ class Commands:
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     db.upgrade(settings)
-    redis = Redis.from_url(settings.effective_redis_url, socket_timeout=5, socket_connect_timeout=3)
+    redis = async_redis(settings.effective_redis_url)
     ami = AmiGateway(settings)
     roster = RosterCache(settings)
     await roster.refresh()
