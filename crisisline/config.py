@@ -90,6 +90,8 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     web_secret_key: str = ""
+    # Behind a TLS-terminating proxy: Secure/__Host- cookies and HSTS.
+    web_https: bool = False
 
     # ---- derived -------------------------------------------------------------------
     @property
