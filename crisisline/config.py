@@ -80,6 +80,9 @@ class Settings:
     # At most this many phones ring at once for one call (least recently offered first);
     # 0 = everyone in the wave. Ringing a whole team for one caller starves the next caller.
     ring_per_wave: int = 4
+    # A dispatcher renews its hold on a call this often x3; one that dies loses the call to
+    # another dispatcher after this many seconds.
+    dispatch_lease_s: float = 15.0
 
     # Transcription (issue 4)
     vosk_models: Mapping[str, str] = field(default_factory=dict)
@@ -235,6 +238,8 @@ def validate(s: Settings) -> list[str]:
             problems.append(f"priorities.{source} must be a whole number, got {value!r}")
     if s.asterisk not in {"standin", "external"}:
         problems.append(f"asterisk must be 'standin' or 'external', got {s.asterisk!r}")
+    if not 0.5 <= s.dispatch_lease_s <= 300:
+        problems.append("dispatch_lease_s must be between 0.5 and 300 seconds")
     if s.ring_per_wave < 0:
         problems.append("ring_per_wave must be 0 (everyone) or more")
     if s.wave_timeout_s <= 0 or s.max_wait_s <= 0:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from redis.asyncio import Redis as AsyncRedis
 from crisisline import db
 from crisisline.config import Settings
 from crisisline.roster.model import Responder, RosterSnapshot, Shift, Team
+from crisisline.roster.store import RosterStore
 from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore
 from standin.ami import AmiServer
@@ -50,6 +54,7 @@ class System:
     db: Redis
     roster: RosterSnapshot
     _tasks: dict[Dispatcher, tuple[asyncio.Event, list[asyncio.Task]]]
+    processes: list = dataclasses.field(default_factory=list)
 
     @property
     def pbx(self):
@@ -75,6 +80,20 @@ class System:
         self.dispatchers.append(d)
         self._tasks[d] = (stop, tasks)
         return d
+
+    def start_dispatcher_process(self) -> subprocess.Popen:
+        """`peoples-response dispatcher` as its own process (reads the roster from SQL)."""
+        RosterStore(db.engine_for(self.settings), self.settings.timezone).replace_all(self.roster)
+        env = {**os.environ, "PR_VAR_DIR": self.settings.var_dir,
+               "PR_REDIS_URL": self.settings.effective_redis_url,
+               "PR_AMI_PORT": str(self.settings.ami_port), "PR_AMI_SECRET": SECRET,
+               "PR_WAVE_TIMEOUT_S": str(self.settings.wave_timeout_s),
+               "PR_MAX_WAIT_S": str(self.settings.max_wait_s), "PR_DISPATCH_LEASE_S": "1.5",
+               "PR_LOG_LEVEL": "WARNING"}
+        proc = subprocess.Popen([sys.executable, "-m", "peoples_response.cli", "dispatcher"],
+                                env=env, stdout=subprocess.DEVNULL)
+        self.processes.append(proc)
+        return proc
 
     async def kill(self, d: Dispatcher) -> None:
         """As kill -9: no clean-up at all, tasks just stop."""
@@ -135,6 +154,9 @@ async def running_system(settings: Settings, roster: RosterSnapshot, *, wave_tim
                 await system.start_dispatcher(f"d{n + 1}")
             yield system
         finally:
+            for proc in system.processes:
+                proc.kill()
+                proc.wait(10)
             for d in list(system.dispatchers):
                 await system.kill(d)
             await pbx.close()

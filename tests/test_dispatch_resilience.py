@@ -5,6 +5,7 @@ for the same wave."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 
 from tests.dispatch_helpers import running_system, team_roster
@@ -21,19 +22,21 @@ def no_double_rings(system, call_id: str) -> None:
     assert all(n == 1 for n in rings.values()), rings
 
 
-async def test_kill_the_dispatcher_mid_ring_and_start_another(live_settings):
-    async with running_system(live_settings, ROSTER, wave_timeout_s=3.0,
-                              default_phone="answer:40") as system:  # 0.8 s of ringing
+async def test_kill_9_the_dispatcher_mid_ring_and_start_another(live_settings):
+    async with running_system(live_settings, ROSTER, wave_timeout_s=3.0, dispatchers=0,
+                              default_phone="answer:60") as system:  # 1.2 s of ringing
+        first = system.start_dispatcher_process()
         caller = await system.call("2 02121 2")
-        call_id = await system.wait_call_id(caller)
+        call_id = await system.wait_call_id(caller, timeout=20)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
+        deadline = loop.time() + 10
         while not system.offers(call_id) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         assert system.offers(call_id), "nobody was rung"
-        await system.kill(system.dispatchers[0])          # kill -9, mid-ring
-        await system.start_dispatcher("d2")
-        assert await system.wait_state(call_id, {"bridged"}) == "bridged"
+        first.send_signal(signal.SIGKILL)  # kill -9, mid-ring
+        first.wait(5)
+        system.start_dispatcher_process()
+        assert await system.wait_state(call_id, {"bridged"}, timeout=30) == "bridged"
         no_double_rings(system, call_id)
         await system.pbx.hangup(caller.name)
         assert await system.wait_state(call_id, {"ended"}) == "ended"

@@ -313,14 +313,16 @@ def test_job_end_to_end_through_a_forking_worker(configured: ModelRegistry, r: r
     record = call(r, "c1")
     assert record["transcript_status"] == "done" and record["transcript"].strip()
     assert record["transcript_truncated"] == "0"
-    assert not wav.exists()
+    # The call is still live: the whisper may still play the caller's words to a responder.
+    assert wav.exists()
     assert [e["type"] for e in events(r)] == ["transcript_ready"]
     assert job.get_status(refresh=True) == "finished"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "status", "audio_kept"), [
-    ("silence", "empty", False), ("header_only", "empty", False), ("empty", "failed", False),
+    # empty: kept while the call is live (the recorder deletes it when the call ends)
+    ("silence", "empty", True), ("header_only", "empty", True), ("empty", "failed", False),
     ("corrupt", "failed", False), ("speech4k", "failed", False)])
 def test_each_input_has_a_clear_outcome(configured: ModelRegistry, r: redis.Redis,
                                         jobs_settings: config.Settings, audio: dict[str, Path],
@@ -346,7 +348,18 @@ def test_ten_minute_recording_is_bounded(configured: ModelRegistry, r: redis.Red
     assert outcome["status"] == "done" and outcome["truncated"]
     assert record["transcript_truncated"] == "1"
     assert float(record["transcript_duration_s"]) == pytest.approx(10.0)  # 2 x max_message_s
-    assert not wav.exists()
+    assert wav.exists()  # live call: deleted when it ends
+
+
+def test_audio_goes_when_the_call_ends_and_its_transcript_is_stored(tmp_path: Path) -> None:
+    from workers.dispatcher.recorder import delete_message_audio
+
+    for status, gone in (("done", True), ("empty", True), ("no_model", True), ("", True),
+                         ("pending", False)):
+        wav = tmp_path / "message-c9.wav"
+        wav.write_bytes(b"RIFF")
+        delete_message_audio({"x_message_file": str(wav)[:-4], "transcript_status": status})
+        assert wav.exists() is not gone, status
 
 
 @pytest.mark.parametrize("state", ["ended", "abandoned"])

@@ -113,7 +113,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     ami = AmiGateway(settings)
     roster = RosterCache(settings)
     await roster.refresh()
-    dispatcher = Dispatcher(settings, CallStore(redis), OfferStore(redis), ami, roster)
+    dispatcher = Dispatcher(settings, CallStore(redis), OfferStore(redis), ami, roster,
+                            lease_s=settings.dispatch_lease_s)
     recorder = Recorder(redis, db.engine_for(settings), f"recorder-{os.getpid()}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
