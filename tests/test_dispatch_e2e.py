@@ -118,7 +118,7 @@ async def test_all_busy_then_one_frees_up(live_settings):
 
 async def test_nobody_answers_the_caller_is_offered_a_callback_then_the_fallback_group(
         live_settings):
-    async with running_system(live_settings, SPANISH_DOT, wave_timeout_s=0.4, max_wait_s=3,
+    async with running_system(live_settings, SPANISH_DOT, wave_timeout_s=0.4, max_wait_s=6,
                               default_phone="never") as system:
         caller = await system.call("2 02121 2 1", caller_id_num="6175550142")
         call_id = await system.wait_call_id(caller)

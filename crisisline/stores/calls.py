@@ -53,7 +53,9 @@ _END = """
 local key = ARGV[1] .. 'call:' .. ARGV[2]
 local state = redis.call('HGET', key, 'state')
 if not state then return 0 end
-if state == 'ended' or state == 'abandoned' or state == 'fallback' then return 0 end
+if state == 'ended' or state == 'abandoned' or state == 'fallback' or state == 'callback' then
+  return 0
+end
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('HSET', key, 'state', ARGV[3], 'end_step', ARGV[4], 'ended_at', ARGV[5])
