@@ -7,7 +7,13 @@ import logging
 
 from agi.app import AgiApp
 from agi.handlers import Handler, load_all
-from agi.protocol import MAX_LINE_BYTES, AgiCommandError, AgiProtocolError, read_headers
+from agi.protocol import (
+    MAX_LINE_BYTES,
+    AgiCommandError,
+    AgiConnectionClosed,
+    AgiProtocolError,
+    read_headers,
+)
 from agi.session import AgiSession, CallerHungUp
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,11 @@ class AgiServer:
         peer = writer.get_extra_info("peername")
         try:
             headers = await read_headers(reader, self.app.settings.agi_header_timeout_s)
+        except AgiConnectionClosed as exc:
+            # A health check (or `up` waiting for the port) connects and leaves: not a call.
+            log.info("FastAGI connection from %s closed before its headers: %s", peer, exc)
+            writer.close()
+            return
         except AgiProtocolError as exc:
             # The dialplan sees no PR_QUEUED and rings the fallback group.
             log.warning("FastAGI connection from %s dropped before its headers: %s", peer, exc)
