@@ -133,3 +133,27 @@ async def test_nobody_answers_the_caller_is_offered_a_callback_then_the_fallback
         dialed = " ".join(caller.trace.dialed)
         assert "911" not in dialed
         await system.pbx.hangup(caller.name)
+
+
+async def test_a_supervisor_can_ring_a_chosen_responder_now(live_settings):
+    """The panel writes to pr:commands; only the dispatcher talks to AMI."""
+    from workers.dispatcher.service import Commands
+
+    roster = team_roster(("ana", "dot", "es", False), ("zed", "rox", "en", False))
+    async with running_system(live_settings, roster, wave_timeout_s=5.0) as system:
+        system.phones.set("ana", "never")
+        system.phones.set("zed", "answer:5")
+        commands = Commands(system.dispatchers[0])
+        caller = await system.call("2 02121 2")
+        call_id = await system.wait_call_id(caller)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while "ana" not in system.offers(call_id) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        await commands.handle({"type": "ring_responder", "call_id": call_id,
+                               "responder_id": "zed", "by": "sam"})
+        assert await system.wait_state(call_id, {"bridged"}) == "bridged"
+        assert system.db.call(call_id)["accepted_by"] == "zed"
+        kinds = [e["type"] for e in system.db.events(call_id)]
+        assert "supervisor_ring" in kinds
+        await system.pbx.hangup(caller.name)
