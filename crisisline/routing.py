@@ -53,10 +53,14 @@ FREE = ResponderState()
 def plan(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, ResponderState],
          now: datetime, *, passed: Iterable[str] = (), wave_timeout_s: float = 20.0,
          max_per_wave: int | None = None,
-         refuse: Callable[[str], str | None] = lambda _dest: None) -> list[Wave]:
-    """The waves to ring, in order; empty waves are left out (numbers keep their meaning)."""
+         refuse: Callable[[str], str | None] = lambda _dest: None,
+         on_call: list[Responder] | None = None) -> list[Wave]:
+    """The waves to ring, in order; empty waves are left out (numbers keep their meaning).
+
+    ``on_call`` may be given when the caller already computed ``roster.on_call(now)``.
+    """
     passed = frozenset(passed)
-    on_call = roster.on_call(now)
+    on_call = roster.on_call(now) if on_call is None else on_call
     used: set[str] = set()
 
     def eligible(r: Responder) -> bool:

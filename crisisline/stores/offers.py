@@ -64,11 +64,26 @@ return 1
 """
 
 
+# Live state of many responders in one round trip (a plan looks at everyone on call).
+# KEYS: responder hashes; returns ringing_for, on_call_with, last_offered_at per key.
+_STATES = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'ringing_for', 'on_call_with', 'last_offered_at')
+  out[#out + 1] = v[1] or ''
+  out[#out + 1] = v[2] or ''
+  out[#out + 1] = v[3] or ''
+end
+return out
+"""
+
+
 class OfferStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._accept = redis.register_script(_ACCEPT)
         self._ring = redis.register_script(_RING)
+        self._states = redis.register_script(_STATES)
 
     async def ring(self, call_id: str, rid: str, wave: int, cycle: int) -> bool:
         """Claim this responder for this call's wave; False if busy or already offered."""
@@ -110,9 +125,11 @@ class OfferStore:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def states(self, rids: list[str]) -> dict[str, dict[str, str]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for rid in rids:
-                pipe.hgetall(responder_key(rid))
-            rows = await pipe.execute()
-        return {rid: {k.decode(): v.decode() for k, v in row.items()}
-                for rid, row in zip(rids, rows, strict=True)}
+        """ringing_for / on_call_with / last_offered_at per responder ('' when unset)."""
+        if not rids:
+            return {}
+        flat = await self._states(keys=[responder_key(r) for r in rids])
+        values = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
+        return {rid: {"ringing_for": values[3 * i], "on_call_with": values[3 * i + 1],
+                      "last_offered_at": values[3 * i + 2]}
+                for i, rid in enumerate(rids)}

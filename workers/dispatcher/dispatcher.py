@@ -53,6 +53,7 @@ class Dispatcher:
         self.wake = asyncio.Event()
         # Per-call wake-ups from the event stream, so waiting for a wave costs no polling.
         self.waiters: dict[str, asyncio.Event] = {}
+        self._on_call_cache: tuple[object, list] = (None, [])
         ami.handlers.append(self.on_ami_event)
         ami.originate_results.append(self.on_originate_result)
 
@@ -127,8 +128,15 @@ class Dispatcher:
     def _now(self) -> datetime:
         return datetime.now(self.settings.zone)
 
-    async def _states(self, roster: RosterSnapshot) -> dict[str, ResponderState]:
-        raw = await self.offers.states([r.id for r in roster.responders])
+    def _on_call(self, roster: RosterSnapshot, now: datetime) -> list:
+        """Who is on call, worked out once a minute per roster (shifts are in minutes)."""
+        key = (id(roster), now.replace(second=0, microsecond=0))
+        if self._on_call_cache[0] != key:
+            self._on_call_cache = (key, roster.on_call(now))
+        return self._on_call_cache[1]
+
+    async def _states(self, people: list) -> dict[str, ResponderState]:
+        raw = await self.offers.states([r.id for r in people])
         return {rid: ResponderState(on_call_with=row.get("on_call_with") or None,
                                     ringing_for=row.get("ringing_for") or None,
                                     last_offered_at=float(row["last_offered_at"])
@@ -138,9 +146,11 @@ class Dispatcher:
     async def next_wave(self, call_id: str, data: dict[str, str], cycle: int,
                         last_wave: int) -> Wave | None:
         roster = self.roster()
+        now = self._now()
+        on_call = self._on_call(roster, now)
         passed = {m.decode() for m in await self.redis.smembers(offered_key(call_id, cycle))}
         waves = plan(CallToRoute(call_id, data.get("language", "en"), data.get("neighborhood") or None),
-                     roster, await self._states(roster), self._now(), passed=passed,
+                     roster, await self._states(on_call), now, passed=passed, on_call=on_call,
                      wave_timeout_s=self.settings.wave_timeout_s,
                      max_per_wave=self.settings.ring_per_wave or None,
                      refuse=lambda d: destinations.refusal(d, self.settings))
