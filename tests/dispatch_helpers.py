@@ -125,6 +125,17 @@ class System:
             await asyncio.sleep(0.02)
         raise AssertionError(f"{channel.name} never queued")
 
+    async def wait_offers(self, call_id: str, who: str | None = None, timeout: float = 10) -> None:
+        """Until someone (or ``who``) is being offered the call."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            offers = self.offers(call_id)
+            if offers and (who is None or who in offers):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"nobody was offered {call_id}")
+
     def offers(self, call_id: str) -> dict[str, str]:
         return self.db.client.hgetall(f"pr:offers:{call_id}")
 

@@ -90,10 +90,7 @@ async def test_caller_hanging_up_while_responders_ring_cancels_every_leg(live_se
                               default_phone="never") as system:
         caller = await system.call("2 02121 2")
         call_id = await system.wait_call_id(caller)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while not system.offers(call_id) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        await system.wait_offers(call_id)
         await system.pbx.hangup(caller.name)
         assert await system.wait_state(call_id, {"abandoned"}) == "abandoned"
         await asyncio.sleep(0.5)
@@ -146,10 +143,7 @@ async def test_a_supervisor_can_ring_a_chosen_responder_now(live_settings):
         commands = Commands(system.dispatchers[0])
         caller = await system.call("2 02121 2")
         call_id = await system.wait_call_id(caller)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while "ana" not in system.offers(call_id) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        await system.wait_offers(call_id, "ana")
         await commands.handle({"type": "ring_responder", "call_id": call_id,
                                "responder_id": "zed", "by": "sam"})
         assert await system.wait_state(call_id, {"bridged"}) == "bridged"

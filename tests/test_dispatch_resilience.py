@@ -4,7 +4,6 @@ for the same wave."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections import Counter
 
@@ -28,11 +27,7 @@ async def test_kill_9_the_dispatcher_mid_ring_and_start_another(live_settings):
         first = system.start_dispatcher_process()
         caller = await system.call("2 02121 2")
         call_id = await system.wait_call_id(caller, timeout=20)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not system.offers(call_id) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        assert system.offers(call_id), "nobody was rung"
+        await system.wait_offers(call_id)
         first.send_signal(signal.SIGKILL)  # kill -9, mid-ring
         first.wait(5)
         system.start_dispatcher_process()
@@ -65,10 +60,7 @@ async def test_an_ami_disconnect_mid_call_is_survived(live_settings):
                               default_phone="answer:40") as system:
         caller = await system.call("2 02121 2")
         call_id = await system.wait_call_id(caller)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while not system.offers(call_id) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        await system.wait_offers(call_id)
         gateway = system.dispatchers[0].ami
         gateway.manager.protocol.transport.close()       # the TCP connection drops
         assert await system.wait_state(call_id, {"bridged"}, timeout=20) == "bridged"

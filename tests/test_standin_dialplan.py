@@ -197,7 +197,7 @@ def test_kick_from_room_continues_the_dialplan(tmp_path: Path) -> None:
     assert rooms == {}
     assert trace.variables["CONFBRIDGE_RESULT"] == "KICKED"
     assert trace.hung_up_by == "dialplan"
-    assert ("pr-intake", "s", 7, "Hangup") in trace.path
+    assert ("pr-intake", "s", 8, "Hangup") in trace.path  # after the TIMEOUT check
 
 
 # ---- the parser and the expression language ------------------------------------------------
