@@ -39,6 +39,28 @@ class Room:
     profiles: dict[str, tuple[str, str]] = field(default_factory=dict)  # bridge, user
 
 
+CONFBRIDGE_CONF = Path(__file__).resolve().parent.parent / "asterisk" / "confbridge.conf"
+
+
+def confbridge_timeouts(path: Path) -> dict[str, float]:
+    """``timeout = N`` per user-profile section of a confbridge.conf (absent file: none)."""
+    out: dict[str, float] = {}
+    section = ""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        line = line.split(";", 1)[0].strip()
+        if line.startswith("[") and "]" in line:
+            section = line[1:line.index("]")]
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            if key.strip() == "timeout" and value.strip().isdigit():
+                out[section] = float(value.strip())
+    return out
+
+
 class StandinPBX:
     def __init__(
         self,
@@ -57,6 +79,8 @@ class StandinPBX:
         self.interp = Interpreter(self.dialplan, globals_overrides, emit=self.emit)
         self.sounds = SoundResolver(sounds_dirs, prompts_dir, prompts_prefix)
         self.time_scale = time_scale
+        # ConfBridge user profiles' `timeout` (seconds), as Asterisk reads confbridge.conf.
+        self.user_timeouts = confbridge_timeouts(CONFBRIDGE_CONF)
         self.fallback_answers = fallback_answers  # does anyone pick up the fallback group?
         self.max_dial_attempts = max_dial_attempts  # the fallback context loops forever
         self.spool_dir = Path(spool_dir) if spool_dir else Path.cwd()
@@ -245,10 +269,12 @@ class StandinPBX:
         path = Path(f"{name}.{fmt}")
         return path if path.is_absolute() else self.spool_dir / path
 
-    async def _stay(self, ch: Channel, where: str) -> str:
-        """Wait while bridged: returns "hangup" or "kicked"."""
+    async def _stay(self, ch: Channel, where: str, timeout_s: float = 0.0) -> str:
+        """Wait while bridged: returns "hangup", "kicked" or "timeout" (the user profile's)."""
         waits = {asyncio.ensure_future(ch.hangup_event.wait()): "hangup",
                  asyncio.ensure_future(ch.kicked.wait()): "kicked"}
+        if timeout_s > 0 and self.time_scale > 0:
+            waits[asyncio.ensure_future(asyncio.sleep(timeout_s * self.time_scale))] = "timeout"
         if ch.script.stay_s is not None:
             waits[asyncio.ensure_future(asyncio.sleep(ch.script.stay_s))] = "stay"
         done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -277,7 +303,8 @@ class StandinPBX:
         await self.join_room(ch, room_name, args[1].strip(), args[2].strip())
         if ch.script.stay_s is None:
             ch.settled.set()
-        how = await self._stay(ch, f"ConfBridge({room_name})")
+        how = await self._stay(ch, f"ConfBridge({room_name})",
+                               self.user_timeouts.get(args[2].strip(), 0.0))
         room = self._rooms.get(room_name)
         if room is not None and ch.name in room.members:
             self._leave(room, ch)

@@ -4,6 +4,7 @@ for the same wave."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections import Counter
 
@@ -70,3 +71,23 @@ async def test_an_ami_disconnect_mid_call_is_survived(live_settings):
         second_id = await system.wait_call_id(second)
         assert await system.wait_state(second_id, {"bridged"}, timeout=20) == "bridged"
         await system.pbx.hangup(second.name)
+
+
+async def test_with_no_dispatcher_at_all_a_waiting_caller_still_reaches_a_person(live_settings):
+    """The waiting room's own timeout (confbridge.conf) hands the caller to the fallback
+    group: Python is never the only path to a person."""
+    async with running_system(live_settings, ROSTER, dispatchers=0) as system:
+        system.pbx.time_scale = 0.004  # the room's 960 s pass in about 4 s
+        caller = await system.call("2 02121 2")
+        call_id = await system.wait_call_id(caller, timeout=30)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not caller.trace.fallback_dialed and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert caller.trace.variables.get("CONFBRIDGE_RESULT") == "TIMEOUT"
+        assert caller.trace.fallback_dialed
+        # No dispatcher heard the dialplan's PRFallback event, so Redis still says waiting;
+        # the caller's hang-up (the h extension's AGI) is what closes the record.
+        await system.pbx.hangup(caller.name)
+        assert await system.wait_state(call_id, {"abandoned"}) == "abandoned"
+        assert system.db.waiting() == []
