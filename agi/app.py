@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
+from agi.menu import MenuLanguages
 from crisisline.config import Settings
 from crisisline.stores import async_redis
 from crisisline.stores.calls import CallStore
@@ -20,6 +21,12 @@ class AgiApp:
     settings: Settings
     store: CallStore
     offers: OfferStore
+    # Languages the menu offers (all audio present) and those a caller may say aloud.
+    menu: MenuLanguages = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.menu is None:
+            self.menu = MenuLanguages(self.settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgiApp:

@@ -129,9 +129,12 @@ class AgiSession:
         return chr(reply.number) if reply.number > 0 else ""
 
     async def record_file(self, path: str, fmt: str, escape_digits: str, timeout_ms: int,
-                          silence_s: int) -> Reply:
-        reply = await self.command("RECORD FILE", path, fmt, escape_digits, timeout_ms, "0",
-                                   "BEEP", raw=f" s={int(silence_s)}")
+                          silence_s: int, beep: bool = True) -> Reply:
+        """``silence_s`` 0: no silence detection; ``beep`` False: no tone first (a spoken
+        menu choice is not a message)."""
+        lead = ("0", "BEEP") if beep else ()
+        reply = await self.command("RECORD FILE", path, fmt, escape_digits, timeout_ms, *lead,
+                                   raw=f" s={int(silence_s)}" if silence_s > 0 else "")
         if reply.data == "hangup" or (reply.result == "-1" and not await self._alive_after_failure()):
             self.hung_up = True
             raise CallerHungUp("RECORD FILE")

@@ -1,31 +1,52 @@
-"""FastAGI server vs the classic one-process-per-call AGI, same IVR flow, same run.
+"""FastAGI server vs classic AGI: N concurrent scripted calls (1, 100, 1000) through our dialplan.
 
-N concurrent scripted callers (1, 100, 1000) go through our real dialplan in the stand-in
-PBX and the IVR ("2 02121 2": Spanish, a ZIP, no message), with real Redis. For each mode:
-calls/s, p50/p99 AGI command turnaround (the server's think time: from the PBX's reply to
-the server's next command), and the serving side's CPU seconds and peak memory per call.
+FastAGI: one `peoples-response agi` process on loopback, all N calls at once, real Redis.
+Baseline, same run: the same flow served the classic way, as Asterisk's AGI(script) runs it:
+one `peoples-response agi --classic` process per AGI session over its stdin/stdout, fed
+exactly what Asterisk sends (agi_request = the script, agi_arg_1 = "intake?source=direct";
+no agi_network lines), the replies coming from the stand-in's own Asterisk-side commands.
 
-    .venv/bin/python bench/bench_agi.py [--sizes 1,100,1000] [--classic-cap 50]
+The stand-in PBX (time_scale=0: prompts aren't waited for) runs dialplan/extensions.conf
+in this process: every call runs `intake` from [pr-intake] and, once the caller leaves the
+waiting room, `hangup` from the h extension; both are AGI sessions in both modes (so a
+classic call launches two processes, one after the other).
 
-Classic mode is what Asterisk's AGI(script) does: a process per call over stdin/stdout.
-Here a small TCP bridge starts `peoples-response agi --classic` for each connection, so the
-stand-in can speak to it unchanged. At most --classic-cap classic processes run at once
-(1000 Python processes at once would need tens of GB); the FastAGI server takes all N.
+Printed per N: calls/s; p50/p99 of the AGI command turnaround, measured on the PBX side
+from a reply written to the next command read (the server's think time; the first command
+after the agi_* block is reported apart, as it includes a classic process's start-up);
+the AGI side's CPU seconds per call (FastAGI: /proc/<pid>/stat of the server; classic: each
+child's own rusage from wait4); peak memory (FastAGI: VmHWM, and (VmHWM - idle RSS) / N per
+call; classic: the largest sum of the children's RSS alive at once, and the mean peak RSS
+of one child per call); how many calls reached the Redis queue ("queued" events) and their
+waiting room. Ratios are FastAGI/classic.
+
+Classic runs at most --classic-concurrency processes at once (1000 at once would need
+~40 GB) and, as each process spends most of a CPU-second starting Python and loading the
+prompt catalog, at most --classic-max-calls calls per size: calls/s and the per-call
+figures are rates, and the output says when a size was sampled. Redis database 15 is
+flushed at start, between runs and at the end.
+
+    .venv/bin/python bench/bench_agi.py [--quick | --sizes 1,100,1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import re
 import resource
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import redis
 
@@ -36,182 +57,487 @@ from crisisline import config  # noqa: E402
 from crisisline.prompts.catalog import load_catalog  # noqa: E402
 from crisisline.prompts.render import render_all  # noqa: E402
 from crisisline.stores.calls import EVENTS  # noqa: E402
-from standin import channel as standin_channel  # noqa: E402
+from standin.agi_commands import parse_url  # noqa: E402
+from standin.agi_session import AgiSession  # noqa: E402
 from standin.caller import CallerScript  # noqa: E402
+from standin.dialplan import separate_args  # noqa: E402
 from standin.pbx import StandinPBX  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-TIMES: list[float] = []  # server think times, seconds
+CORE_SOUNDS = [Path("/usr/share/asterisk/sounds")]
+KEYS = "2 02121 2"  # Spanish, ZIP 02121, no recording: the same flow in both modes
+CLASSIC_SCRIPT = "peoples-response-agi"  # what AGI(<script>,...) names; agi_request carries it
+AGI_CMD = [sys.executable, "-m", "peoples_response.cli", "agi"]
+CALLS_TIMEOUT_S = 600.0
 
 
-class TimedLines(list):
-    """A transcript that remembers when each line passed (the bench's own instrument)."""
-
-    def __init__(self, *a) -> None:
-        super().__init__(*a)
-        self.at: list[float] = []
-
-    def append(self, item) -> None:
-        now = time.perf_counter()
-        if item[0] == ">>" and self and self[-1][0] == "<<":
-            TIMES.append(now - self.at[-1])
-        super().append(item)
-        self.at.append(now)
-
-
-_orig_init = standin_channel.AgiTranscript.__init__
-
-
-def _timed_init(self, *a, **k) -> None:
-    _orig_init(self, *a, **k)
-    self.lines = TimedLines(self.lines)
-
-
-standin_channel.AgiTranscript.__init__ = _timed_init
-
-
+# ---- measuring ------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process: the sum over its threads of schedstat's
+    on-CPU nanoseconds (stat's utime + stime tick at 10 ms, too coarse for one call); the
+    asyncio executor's threads live as long as the process, so none is lost."""
+    try:
+        return sum(int((task / "schedstat").read_text().split()[0])
+                   for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_rss_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1])
+def status_kb(pid: int, key: str) -> int:
+    """VmRSS / VmHWM of a process in kB (0 once it is gone or a zombie)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
     return 0
 
 
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows of this network namespace: connects the backlog had no room for."""
+    try:
+        head, values = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
+                        if line.startswith("TcpExt:")][:2]
+        return int(dict(zip(head, values, strict=True)).get("ListenOverflows", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))] if values else float("nan")
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
-def pbx_for(port: int, prompts: Path) -> StandinPBX:
-    return StandinPBX(ROOT / "dialplan" / "extensions.conf",
-                      globals_overrides={"PR_AGI": f"agi://127.0.0.1:{port}"},
-                      sounds_dirs=[Path("/usr/share/asterisk/sounds")], prompts_dir=prompts)
+def raise_nofile(n: int) -> None:
+    """Each FastAGI call holds a socket at both ends (the server inherits this limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * n + 512
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-async def place(pbx: StandinPBX, n: int) -> float:
+@dataclass
+class Timing:
+    turnaround: list[float] = field(default_factory=list)  # reply written -> next command read
+    first: list[float] = field(default_factory=list)  # agi_* block written -> first command read
+
+
+# ---- the stand-in, timed, and its classic twin -------------------------------------------
+class TimedAgiSession(AgiSession):
+    """The stand-in's Asterisk side of a session, with the server's think time timestamped."""
+
+    _sent_at: float | None = None
+    _first = True
+
+    async def send(self, *lines: str) -> None:
+        await super().send(*lines)
+        self._sent_at = time.perf_counter()
+
+    async def _read_line(self) -> bytes:
+        raw = await super()._read_line()
+        if raw and self._sent_at is not None:
+            timing: Timing = self.pbx.timing  # type: ignore[attr-defined]
+            (timing.first if self._first else timing.turnaround).append(
+                time.perf_counter() - self._sent_at)
+            self._first = False
+        self._sent_at = None
+        return raw
+
+
+class ClassicAgiSession(TimedAgiSession):
+    """AGI(script,args): a process per session, its stdin/stdout instead of a socket.
+
+    The command loop is standin.agi_session.AgiSession.run's, with the connect replaced by a
+    spawn; the commands and replies are the stand-in's own.
+    """
+
+    def __init__(self, pbx: StandinPBX, channel, url: str, args: list[str]) -> None:
+        super().__init__(pbx, channel, url, args)
+        # AGI(agi://host/intake?source=direct) becomes AGI(peoples-response-agi,intake?source=direct)
+        self.args = [parse_url(url)[2], *args]
+
+    def env_lines(self) -> list[str]:
+        # res_agi setup_env() for a script: no agi_network lines, agi_request is the script.
+        out = []
+        for line in super().env_lines():
+            if line.startswith("agi_network"):
+                continue
+            out.append(f"agi_request: {CLASSIC_SCRIPT}" if line.startswith("agi_request:") else line)
+        return out
+
+    async def run(self) -> str:
+        self.ch.trace.transcripts.append(self.transcript)
+        pool: ClassicPool = self.pbx.classic  # type: ignore[attr-defined]
+        async with pool.slots:
+            try:
+                child = await pool.spawn()
+            except OSError as exc:
+                self.transcript.lines.append(("--", f"could not start the script: {exc}"))
+                return self._finish("FAILURE")
+            self.reader, self.writer = child.reader, child.writer
+            self.transcript.lines.append(("--", f"started pid {child.pid}"))
+            try:
+                await self.send(*self.env_lines())
+                while True:
+                    raw = await self._read_line()
+                    if not raw:
+                        self.transcript.lines.append(("--", "script closed its stdout"))
+                        break
+                    text = raw.decode("utf-8", "surrogateescape")
+                    line = text[:-1] if text.endswith("\n") else text
+                    self.transcript.lines.append((">>", line))
+                    if line[:7].lower() == "failure":
+                        self.status = "FAILURE"
+                        break
+                    await self.notify_hangup()
+                    await self.handle(line)
+                    await self.notify_hangup()
+            finally:
+                pool.note_hwm(child.pid)  # its stdout just closed: it is exiting, not yet gone
+                self.writer.close()
+                await pool.reap(child)
+        return self._finish(self.status)
+
+
+@dataclass
+class Child:
+    pid: int
+    proc: subprocess.Popen
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+class ClassicPool:
+    """Launches `agi --classic` processes (at most `cap` alive) and keeps what they cost."""
+
+    def __init__(self, env: dict[str, str], log: IO[bytes], cap: int) -> None:
+        self.env = env
+        self.log = log
+        self.slots = asyncio.Semaphore(cap)
+        self.live: set[int] = set()
+        self.cpu_s = 0.0
+        self.hwm_kb: dict[int, int] = {}  # pid -> its peak RSS (VmHWM) as last seen
+        self.peak_kb: list[int] = []  # one per process, once it has exited
+        self.peak_sum_kb = 0
+        self.exit_codes: list[int] = []
+
+    async def spawn(self) -> Child:
+        proc = subprocess.Popen([*AGI_CMD, "--classic"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=self.log, env=self.env, cwd=ROOT)
+        self.live.add(proc.pid)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), proc.stdout)
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                            proc.stdin)
+        writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        return Child(proc.pid, proc, reader, writer)
+
+    def note_hwm(self, pid: int) -> None:
+        self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), status_kb(pid, "VmHWM"))
+
+    async def reap(self, child: Child) -> None:
+        """Wait for the exit (as Asterisk does) and take the child's CPU from wait4.
+
+        Not its ru_maxrss: exec() carries the parent's (this process's) peak RSS over into
+        the child's, so the peak RSS comes from /proc VmHWM, read while the child lives.
+        """
+        loop = asyncio.get_running_loop()
+        fd = os.pidfd_open(child.pid)
+        try:
+            exited = loop.create_future()
+            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await asyncio.wait_for(exited, 30)
+            except TimeoutError:
+                child.proc.kill()
+            finally:
+                loop.remove_reader(fd)
+        finally:
+            os.close(fd)
+        _, status, ru = os.wait4(child.pid, 0)
+        child.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.live.discard(child.pid)
+        self.cpu_s += ru.ru_utime + ru.ru_stime
+        self.peak_kb.append(self.hwm_kb.pop(child.pid, 0))
+        self.exit_codes.append(child.proc.returncode)
+
+    async def sample(self, stop: asyncio.Event) -> None:
+        """The largest total RSS of the children alive at once, and each one's peak."""
+        while not stop.is_set():
+            pids = list(self.live)
+            self.peak_sum_kb = max(self.peak_sum_kb, sum(status_kb(pid, "VmRSS") for pid in pids))
+            for pid in pids:
+                self.note_hwm(pid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.02)
+
+
+class BenchPBX(StandinPBX):
+    """The stand-in with a chosen session class for AGI(); everything else is the stand-in's."""
+
+    def __init__(self, *args, session_class: type[AgiSession], classic: ClassicPool | None = None,
+                 **kw) -> None:
+        super().__init__(*args, **kw)
+        self.session_class = session_class
+        self.classic = classic
+        self.timing = Timing()
+        self.interp.apps["agi"] = self._app_agi
+
+    async def _app_agi(self, ch, data: str) -> int:  # as StandinPBX._app_agi, with session_class
+        args = separate_args(data)
+        status = await self.session_class(self, ch, args[0].strip(), args[1:]).run()
+        ch.set_variable("AGISTATUS", status)
+        ch.trace.agi_status.append(status)
+        return -1 if status == "HANGUP" else 0
+
+
+# ---- one run ---------------------------------------------------------------------------
+@dataclass
+class Row:
+    mode: str
+    calls: int
+    wall_s: float
+    timing: Timing
+    cpu_s: float
+    peak_kb: int
+    per_call_kb: float
+    queued: int = 0
+    in_room: int = 0
+    fallback: int = 0
+    not_success: int = 0
+    errors: int = 0
+    log_lines: int = 0
+    first_log_line: str = ""
+    why: Counter[str] = field(default_factory=Counter)  # a failed session's last note
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.wall_s if self.wall_s > 0 else float("nan")
+
+    @property
+    def cpu_per_call(self) -> float:
+        return self.cpu_s / self.calls if self.calls else float("nan")
+
+
+def make_pbx(prompts: Path, agi_url: str, **kw) -> BenchPBX:
+    return BenchPBX(ROOT / "dialplan" / "extensions.conf", globals_overrides={"PR_AGI": agi_url},
+                    sounds_dirs=CORE_SOUNDS, prompts_dir=prompts, prompts_prefix="peoples-response",
+                    time_scale=0.0, **kw)
+
+
+async def place_calls(pbx: BenchPBX, n: int) -> tuple[float, list]:
     started = time.perf_counter()
-    await asyncio.gather(*(pbx.place_call("from-direct", "6175550100",
-                                          CallerScript(keys="2 02121 2", stay_s=0))
-                           for _ in range(n)))
-    return time.perf_counter() - started
+    results = await asyncio.wait_for(asyncio.gather(
+        *(pbx.place_call("from-direct", "6175550100", CallerScript(keys=KEYS, stay_s=0))
+          for _ in range(n)), return_exceptions=True), CALLS_TIMEOUT_S)
+    return time.perf_counter() - started, results
 
 
-def queued(r: redis.Redis) -> int:
-    return sum(1 for _, b in r.xrange(EVENTS) if b.get(b"type") == b"queued")
+def tally(row: Row, results: list, r: redis.Redis) -> Row:
+    for res in results:
+        if isinstance(res, BaseException):
+            row.errors += 1
+            row.why[f"stand-in error: {type(res).__name__}: {str(res)[:80]}"] += 1
+            continue
+        row.in_room += res.room is not None
+        row.fallback += res.fallback_dialed
+        row.not_success += any(s != "SUCCESS" for s in res.agi_status)
+        for transcript in res.transcripts:
+            if transcript.status != "SUCCESS":
+                notes = [text for way, text in transcript.lines if way in ("--", ">>")]
+                why = notes[-1] if notes else "(nothing)"
+                row.why[f"{transcript.status}: {re.sub(r'[0-9.:]+', '#', why)[:90]}"] += 1
+    row.queued = len({body[b"call_id"] for _, body in r.xrange(EVENTS)
+                      if body.get(b"type") == b"queued"})
+    return row
 
 
-async def fastagi(n: int, env: dict[str, str], prompts: Path, r: redis.Redis) -> dict:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "peoples_response.cli", "agi", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        await asyncio.sleep(0.1)
-    idle_kb = proc_rss_kb(proc.pid, "VmRSS")
-    cpu0 = proc_cpu(proc.pid)
-    TIMES.clear()
-    wall = await place(pbx_for(port, prompts), n)
-    cpu = proc_cpu(proc.pid) - cpu0
-    peak_kb = proc_rss_kb(proc.pid, "VmHWM")
-    proc.terminate()
-    proc.wait(10)
-    return {"mode": "fastagi", "n": n, "wall": wall, "cpu": cpu, "peak_mb": peak_kb / 1024,
-            "per_call_mb": max(0, peak_kb - idle_kb) / 1024 / n, "times": list(TIMES),
-            "queued": queued(r)}
+def read_log(row: Row, path: Path) -> None:
+    lines = path.read_bytes().decode(errors="replace").splitlines() if path.exists() else []
+    row.log_lines = len(lines)
+    row.first_log_line = lines[0][:160] if lines else ""
 
 
-async def classic(n: int, env: dict[str, str], prompts: Path, r: redis.Redis, cap: int) -> dict:
-    gate = asyncio.Semaphore(cap)
-    peak_child_kb = 0
-    active = 0
-
-    async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal peak_child_kb, active
-        active += 1
-        async with gate:
-            child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "peoples_response.cli", "agi", "--classic", env=env,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL)
-
-            async def pump(src: asyncio.StreamReader, dst) -> None:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-                dst.close()
-
-            await asyncio.gather(pump(reader, child.stdin), pump(child.stdout, writer),
-                                 return_exceptions=True)
-            await child.wait()
-        active -= 1
-
-    server = await asyncio.start_server(bridge, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    TIMES.clear()
-    wall = await place(pbx_for(port, prompts), n)
-    while active:  # the h extension's hangup sessions may still be finishing
-        await asyncio.sleep(0.05)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server.close()
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    peak_child_kb = after.ru_maxrss  # the largest single child: one call's process
-    return {"mode": f"classic(≤{cap})", "n": n, "wall": wall, "cpu": cpu,
-            "peak_mb": peak_child_kb * min(cap, n) / 1024, "per_call_mb": peak_child_kb / 1024,
-            "times": list(TIMES), "queued": queued(r)}
-
-
-def row(res: dict) -> str:
-    t = res["times"]
-    return (f"{res['n']:>5} {res['mode']:<13} {res['queued']:>6} {res['wall']:>7.2f} "
-            f"{res['n'] / res['wall']:>8.1f} {pct(t, 50) * 1000:>9.2f} {pct(t, 99) * 1000:>9.2f} "
-            f"{res['cpu'] / res['n'] * 1000:>11.1f} {res['peak_mb']:>9.1f} {res['per_call_mb']:>9.3f}")
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="1,100,1000")
-    parser.add_argument("--classic-cap", type=int, default=50)
-    parser.add_argument("--classic-max", type=int, default=200,
-                        help="classic runs at most this many calls (each costs a whole process)")
-    args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    tmp = Path(tempfile.mkdtemp(prefix="bench-agi-"))
-    settings = config.load(env={}, var_dir=str(tmp), languages=("en", "es"))
-    render_all(settings, load_catalog())
-    env = {**os.environ, "PR_REDIS_URL": REDIS_URL, "PR_VAR_DIR": str(tmp),
-           "PR_PROMPTS_DIR": str(settings.prompts_path), "PR_LOG_LEVEL": "ERROR"}
-    r = redis.Redis.from_url(REDIS_URL)
-    print(f"{'N':>5} {'mode':<13} {'queued':>6} {'wall s':>7} {'calls/s':>8} {'turn p50':>9} "
-          f"{'turn p99':>9} {'CPU ms/call':>11} {'peak MB':>9} {'MB/call':>9}")
-    for n in [int(x) for x in args.sizes.split(",")]:
-        r.flushdb()
-        fast = await fastagi(n, env, settings.prompts_path, r)
-        print(row(fast), flush=True)
-        m = min(n, args.classic_max)
-        r.flushdb()
-        slow = await classic(m, env, settings.prompts_path, r, args.classic_cap)
-        print(row(slow) + ("" if m == n else f"   ({m} of {n} calls)"), flush=True)
-        print(f"{'':>5} ratio FastAGI/classic: calls/s {(n / fast['wall']) / (m / slow['wall']):.1f}x, "
-              f"CPU per call {(slow['cpu'] / m) / (fast['cpu'] / n):.1f}x less, turnaround p50 "
-              f"{statistics.median(slow['times']) / statistics.median(fast['times']):.1f}x faster",
-              flush=True)
+async def run_fastagi(n: int, env: dict[str, str], prompts: Path, tmp: Path,
+                      r: redis.Redis) -> Row:
     r.flushdb()
+    port = free_port()
+    log = tmp / f"fastagi-{n}.log"
+    with log.open("wb") as err:
+        server = subprocess.Popen([*AGI_CMD, "--host", "127.0.0.1", "--port", str(port)], env=env,
+                                  stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+    try:
+        ready = await asyncio.wait_for(asyncio.to_thread(server.stdout.readline), 30)
+        if b"FastAGI on" not in ready:
+            raise RuntimeError(f"FastAGI server did not start: {ready!r}; see {log}")
+        idle_kb = status_kb(server.pid, "VmRSS")
+        cpu0 = cpu_seconds(server.pid)
+        overflows0 = listen_overflows()
+        pbx = make_pbx(prompts, f"agi://127.0.0.1:{port}", session_class=TimedAgiSession)
+        wall, results = await place_calls(pbx, n)
+        cpu = cpu_seconds(server.pid) - cpu0
+        hwm = status_kb(server.pid, "VmHWM")
+        overflows = listen_overflows() - overflows0
+        await pbx.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+    row = Row("FastAGI", n, wall, pbx.timing, cpu, hwm, (hwm - idle_kb) / n,
+              note=f"all {n} at once; idle RSS {idle_kb / 1024:.0f} MB; "
+                   f"listen backlog overflows (TcpExt ListenOverflows): {overflows}")
+    row = tally(row, results, r)
+    read_log(row, log)
+    r.flushdb()
+    return row
+
+
+async def run_classic(n: int, cap: int, env: dict[str, str], prompts: Path, tmp: Path,
+                      r: redis.Redis) -> Row:
+    r.flushdb()
+    log = tmp / f"classic-{n}.log"
+    with log.open("wb") as err:
+        pool = ClassicPool(env, err, cap)
+        pbx = make_pbx(prompts, "agi://classic.invalid", session_class=ClassicAgiSession,
+                       classic=pool)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(pool.sample(stop))
+        try:
+            wall, results = await place_calls(pbx, n)
+        finally:
+            stop.set()
+            await sampler
+            await pbx.close()
+    seen = [kb for kb in pool.peak_kb if kb > 0]
+    per_call_kb = sum(seen) / len(seen) if seen else float("nan")
+    row = Row("classic", n, wall, pbx.timing, pool.cpu_s, pool.peak_sum_kb, per_call_kb,
+              note=f"<= {cap} processes at once; {len(pool.peak_kb)} processes launched, "
+                   f"{sum(c != 0 for c in pool.exit_codes)} exited non-zero, "
+                   f"{len(pool.peak_kb) - len(seen)} gone before their VmHWM was read")
+    row = tally(row, results, r)
+    read_log(row, log)
+    r.flushdb()
+    return row
+
+
+# ---- output ----------------------------------------------------------------------------
+HEADER = (f"{'N':>5} {'mode':<8} {'calls':>5} {'wall s':>7} {'calls/s':>8} "
+          f"{'turn p50 ms':>11} {'p99 ms':>7} {'1st cmd p50 ms':>14} {'CPU ms/call':>11} "
+          f"{'peak MB':>8} {'MB/call':>8} {'queued':>7} {'in room':>7}")
+
+
+def fmt_row(n: int, row: Row) -> str:
+    t = row.timing
+    return (f"{n:>5} {row.mode:<8} {row.calls:>5} {row.wall_s:>7.2f} {row.rate:>8.1f} "
+            f"{pct(t.turnaround, 50) * 1000:>11.3f} {pct(t.turnaround, 99) * 1000:>7.2f} "
+            f"{pct(t.first, 50) * 1000:>14.1f} {row.cpu_per_call * 1000:>11.2f} "
+            f"{row.peak_kb / 1024:>8.1f} {row.per_call_kb / 1024:>8.3f} "
+            f"{row.queued:>7} {row.in_room:>7}")
+
+
+def problems(row: Row) -> list[str]:
+    out = []
+    if row.queued != row.calls or row.in_room != row.calls:
+        out.append(f"only {row.queued}/{row.calls} queued, {row.in_room} reached the room")
+    if row.fallback:
+        out.append(f"{row.fallback} rang the fallback group")
+    if row.not_success:
+        out.append(f"{row.not_success} with an AGISTATUS other than SUCCESS")
+    for why, count in row.why.most_common(5):
+        out.append(f"{count} sessions ended {why}")
+    if row.log_lines:
+        out.append(f"{row.log_lines} log lines at WARNING or above, the first: {row.first_log_line}")
+    return out
+
+
+async def bench(sizes: list[int], classic_max: int, cap: int, env: dict[str, str],
+                prompts: Path, tmp: Path, r: redis.Redis) -> None:
+    raise_nofile(max(sizes))
+    results: list[tuple[int, Row, Row]] = []
+    for n in sizes:
+        print(f"N={n}: FastAGI ...", file=sys.stderr, flush=True)
+        fast = await run_fastagi(n, env, prompts, tmp, r)
+        m = n if classic_max <= 0 else min(n, classic_max)
+        print(f"N={n}: classic ({m} calls) ...", file=sys.stderr, flush=True)
+        classic = await run_classic(m, cap, env, prompts, tmp, r)
+        if m < n:
+            classic.note += f"; sampled {m} of {n} calls (--classic-max-calls)"
+        results.append((n, fast, classic))
+    print()
+    print(HEADER)
+    for n, fast, classic in results:
+        print(fmt_row(n, fast))
+        print(fmt_row(n, classic))
+        turn = ratio(pct(fast.timing.turnaround, 50), pct(classic.timing.turnaround, 50))
+        print(f"{'':>5} ratio FastAGI/classic: calls/s {ratio(fast.rate, classic.rate):.1f}x, "
+              f"CPU per call {ratio(fast.cpu_per_call, classic.cpu_per_call):.4f}x "
+              f"(classic uses {ratio(classic.cpu_per_call, fast.cpu_per_call):.0f}x the CPU), "
+              f"turnaround p50 {turn:.2f}x")
+        for row in (fast, classic):
+            print(f"{'':>5} {row.mode}: {row.note}; commands timed: {len(row.timing.turnaround)}")
+            for problem in problems(row):
+                print(f"{'':>5} {row.mode}: !! {problem}")
+    print("\nturn = PBX side, reply written -> next command read; 1st cmd = agi_* block written -> "
+          "first command (classic: includes the process start-up). Each call runs two AGI "
+          "sessions (intake, then hangup from the h extension). CPU and memory are the AGI side "
+          "only (FastAGI server / classic children), not the stand-in, which shares the 2 cores. "
+          "MB/call: FastAGI (VmHWM - idle RSS) / N; classic: mean peak RSS of one child. "
+          "queued = distinct calls with a 'queued' event in Redis.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,100,1000", help="comma-separated N (default 1,100,1000)")
+    parser.add_argument("--quick", action="store_true", help="N = 1, 20, 100")
+    parser.add_argument("--classic-concurrency", type=int, default=50,
+                        help="classic processes alive at once (default 50)")
+    parser.add_argument("--classic-max-calls", type=int, default=50,
+                        help="classic calls per size at most (default 50; 0 = all N)")
+    args = parser.parse_args()
+    sizes = [1, 20, 100] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-agi-"))
+    r = redis.Redis.from_url(REDIS_URL)
+    r.flushdb()
+    try:
+        started = time.perf_counter()
+        settings = config.load(env={}, var_dir=str(tmp), languages=("en", "es"))
+        report = render_all(settings, load_catalog())
+        if report.missing_audio:
+            raise SystemExit(f"prompts not rendered: {report.problems}")
+        prompts = settings.prompts_path
+        print(f"prompts rendered in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PR_")}
+        env.update(PR_REDIS_URL=REDIS_URL, PR_VAR_DIR=str(tmp), PR_PROMPTS_DIR=str(prompts),
+                   PR_LOG_LEVEL="WARNING")
+        asyncio.run(bench(sizes, args.classic_max_calls, args.classic_concurrency, env, prompts,
+                          tmp, r))
+        print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    finally:
+        r.flushdb()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

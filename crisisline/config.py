@@ -51,6 +51,9 @@ class Settings:
     # IVR
     languages: tuple[str, ...] = ("en", "es")
     default_language: str = "en"
+    # Languages on the menu's first page (keys 1..n, then 9 for more); later pages hold 8.
+    # 8 keeps issue #2's keys; 2 makes the first page "English, Spanish, more".
+    menu_page_size: int = 8
     menu_timeout_ms: int = 5000
     zip_timeout_ms: int = 6000
     consent_timeout_ms: int = 5000
@@ -73,6 +76,9 @@ class Settings:
     police_numbers: tuple[str, ...] = ("+16173434500",)
     fallback_numbers: tuple[str, ...] = ()
     region: str = "US"
+    # Interpretation service per caller language (phone number or PJSIP endpoint), added to
+    # the room when the responder who takes the call doesn't speak the caller's language.
+    interpreters: Mapping[str, str] = field(default_factory=dict)
 
     # Dispatch (issue 3)
     wave_timeout_s: float = 20.0
@@ -223,6 +229,12 @@ def validate(s: Settings) -> list[str]:
         problems.append(f"languages lists a language twice: {', '.join(s.languages)}")
     if s.default_language not in s.languages:
         problems.append(f"default_language {s.default_language!r} is not in languages")
+    if not 1 <= s.menu_page_size <= 8:
+        problems.append("menu_page_size must be between 1 and 8 (keys 1-8; 9 is 'more')")
+    for lang, number in s.interpreters.items():
+        reason = destinations.refusal(str(number), s)
+        if reason:
+            problems.append(f"interpreters.{lang}: {reason}")
     for name in ("menu_timeout_ms", "zip_timeout_ms", "consent_timeout_ms"):
         if not 1000 <= getattr(s, name) <= 30000:
             problems.append(f"{name} must be between 1000 and 30000 ms")

@@ -6,7 +6,12 @@ steps; the tests run them with plain values.
 
 Rules a caller can rely on (issue #2):
 - language menu: 1 English, 2 Spanish, later languages 3-8, 9 opens the next page;
-  silence means the default language, never a hang-up;
+  silence means the default language, never a hang-up. Page 1 holds the first
+  ``page_size`` configured languages, later pages 8 each. A language's key is its place in
+  the configured order and never shifts: a language left out (no audio for one of its
+  prompts) leaves its key unused, so the rendered "press N" stays true;
+- a caller may instead say their language's name (in it) when a speech model exists for
+  it: the Ask lists those languages in ``listen``, and the reply carries ``spoken``;
 - ZIP: five digits, ``#`` optional, ``*`` or ``0`` skips; silence skips;
 - consent: 1 yes, 2 no; silence is "no" (a recording needs an explicit yes);
 - a wrong key is asked again at most ``max_retries`` times, then the default is taken.
@@ -40,12 +45,15 @@ class Ask:
     prompts: tuple[Prompt, ...]  # played in order; digits may interrupt (max_digits == 1)
     max_digits: int
     timeout_ms: int
+    # Languages the caller may name aloud instead of pressing a key (language menu only).
+    listen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Reply:
     digits: str = ""
     timed_out: bool = True
+    spoken: str | None = None  # a language recognised from the caller's voice
 
     @classmethod
     def silence(cls) -> Reply:
@@ -65,6 +73,11 @@ class IntakeContext:
     consent_timeout_ms: int = 5000
     max_retries: int = 2
     page_size: int = PAGE_SIZE
+    # Languages with audio for every caller prompt (None: all configured ones). Others are
+    # left out of the menu: a caller never hears silence or another language's voice.
+    offered: Sequence[str] | None = None
+    # Offered languages a caller can choose by saying their name (a speech model exists).
+    spoken_languages: Sequence[str] = ()
     transfer_language: str | None = None
     transfer_zip: str | None = None
     transfer_note: str | None = None
@@ -82,11 +95,39 @@ class IntakeResult:
     retries: dict[str, int] = field(default_factory=dict)
 
 
-def menu_pages(languages: Sequence[str], page_size: int = PAGE_SIZE) -> list[list[tuple[str, str]]]:
-    """[(key, language)] per page; every page but the last also offers 9 for more."""
-    size = max(1, min(page_size, 8))
-    pages = [list(languages[i:i + size]) for i in range(0, len(languages), size)] or [[]]
-    return [[(str(n + 1), lang) for n, lang in enumerate(page)] for page in pages]
+def menu_pages(languages: Sequence[str], page_size: int = PAGE_SIZE,
+               offered: Sequence[str] | None = None) -> list[list[tuple[str, str]]]:
+    """[(key, language)] per page; every page but the last also offers 9 for more.
+
+    Page 1 holds the first ``page_size`` languages, later pages 8 each. Keys come from the
+    configured order; languages not in ``offered`` drop out without shifting the others'
+    keys, and pages left empty drop out altogether.
+    """
+    first = max(1, min(page_size, 8))
+    chunks = [list(languages[:first])]
+    chunks += [list(languages[i:i + 8]) for i in range(first, len(languages), 8)]
+    keep = set(languages if offered is None else offered)
+    pages = [[(str(n + 1), lang) for n, lang in enumerate(chunk) if lang in keep]
+             for chunk in chunks]
+    return [p for p in pages if p] or [[]]
+
+
+def language_keys(languages: Sequence[str], page_size: int = PAGE_SIZE) -> dict[str, str]:
+    """Each configured language's key (what its rendered menu line says)."""
+    return {lang: key for page in menu_pages(languages, page_size) for key, lang in page}
+
+
+# What a transferring center may send for our language codes (ISO 639-2/3, names, BCP 47).
+ALIASES = {
+    "english": "en", "eng": "en", "spanish": "es", "spa": "es", "español": "es", "espanol": "es",
+    "haitian": "ht", "haitian creole": "ht", "hat": "ht", "kreyol": "ht", "kreyòl": "ht",
+    "kabuverdianu": "kea", "cape verdean creole": "kea", "kriolu": "kea",
+    "portuguese": "pt", "por": "pt", "zh-yue": "yue", "zh-hk": "yue", "cantonese": "yue",
+    "zh": "cmn", "zh-cn": "cmn", "zh-tw": "cmn", "zho": "cmn", "chi": "cmn", "mandarin": "cmn",
+    "vietnamese": "vi", "vie": "vi", "arabic": "ar", "ara": "ar", "somali": "so", "som": "so",
+    "russian": "ru", "rus": "ru", "french": "fr", "fra": "fr", "fre": "fr", "amharic": "am",
+    "amh": "am", "korean": "ko", "kor": "ko",
+}
 
 
 def normalize_language(value: str | None, languages: Sequence[str]) -> str | None:
@@ -94,9 +135,7 @@ def normalize_language(value: str | None, languages: Sequence[str]) -> str | Non
     if not value:
         return None
     text = value.strip().lower().replace("_", "-")[:40]
-    aliases = {"english": "en", "eng": "en", "spanish": "es", "spa": "es", "español": "es",
-               "espanol": "es"}
-    code = aliases.get(text, text.split("-")[0])
+    code = ALIASES.get(text) or ALIASES.get(text.split("-")[0]) or text.split("-")[0]
     return code if code in languages else None
 
 
@@ -108,7 +147,9 @@ def normalize_zip(value: str | None) -> str | None:
 def intake(ctx: IntakeContext) -> Generator[Step, Reply | None, IntakeResult]:
     result = IntakeResult(language=ctx.default_language)
 
-    language = normalize_language(ctx.transfer_language, ctx.languages)
+    offered = ctx.languages if ctx.offered is None else \
+        [lang for lang in ctx.languages if lang in set(ctx.offered)]
+    language = normalize_language(ctx.transfer_language, offered)
     if language is None:
         language = yield from _choose_language(ctx, result)
     result.language = language
@@ -133,16 +174,29 @@ def intake(ctx: IntakeContext) -> Generator[Step, Reply | None, IntakeResult]:
 
 
 def _choose_language(ctx: IntakeContext, result: IntakeResult) -> Generator[Step, Reply | None, str]:
-    pages = menu_pages(ctx.languages, ctx.page_size)
+    pages = menu_pages(ctx.languages, ctx.page_size, ctx.offered)
+    on_menu = {lang for page in pages for _, lang in page}
+    if not on_menu:
+        # No language has all its audio (a broken install): no menu rather than a silent one.
+        result.defaulted.append("language")
+        return ctx.default_language
+    listen = tuple(lang for lang in ctx.languages
+                   if lang in on_menu and lang in set(ctx.spoken_languages))
+    default = ctx.default_language if ctx.default_language in on_menu or not on_menu \
+        else pages[0][0][1]
     page = 0
     wrong = 0
     while True:
         options = pages[page]
         prompts = [Prompt("language_option", lang) for _, lang in options]
         if page + 1 < len(pages):
-            prompts.append(Prompt("language_more", ctx.default_language))
-        reply = yield Ask("language", tuple(prompts), 1, ctx.menu_timeout_ms)
-        key = (reply or Reply.silence()).digits[:1]
+            prompts.append(Prompt("language_more", default))
+        reply = yield Ask("language", tuple(prompts), 1, ctx.menu_timeout_ms, listen)
+        reply = reply or Reply.silence()
+        if reply.spoken in listen:
+            # Said on any page: a caller who names their language needn't find its page.
+            return reply.spoken  # type: ignore[return-value]
+        key = reply.digits[:1]
         chosen = dict(options).get(key)
         if chosen:
             return chosen
@@ -151,13 +205,13 @@ def _choose_language(ctx: IntakeContext, result: IntakeResult) -> Generator[Step
             continue
         if not key:
             result.defaulted.append("language")
-            return ctx.default_language
+            return default
         wrong += 1
         result.retries["language"] = wrong
         if wrong > ctx.max_retries:
             result.defaulted.append("language")
-            return ctx.default_language
-        yield Play((Prompt("invalid_key", ctx.default_language),))
+            return default
+        yield Play((Prompt("invalid_key", default),))
 
 
 def _ask_zip(ctx: IntakeContext, language: str,

@@ -20,8 +20,10 @@ Check = Callable[[Settings], list[str]]
 
 
 def check_prompts(settings: Settings) -> list[str]:
+    from crisisline.ivr import menu_pages
+    from crisisline.prompts.availability import missing_caller_audio
     from crisisline.prompts.catalog import load_catalog
-    from crisisline.prompts.render import audio_status
+    from crisisline.prompts.render import audio_status, has_voice
 
     problems = []
     try:
@@ -36,11 +38,23 @@ def check_prompts(settings: Settings) -> list[str]:
                             "language")
     status = audio_status(settings, catalog)
     for lang in settings.languages:
-        missing = status.get(lang, {}).get("missing_audio", [])
+        absent = missing_caller_audio(settings, catalog, lang) if lang in catalog.languages else []
+        if absent:
+            voice = catalog.languages[lang].voice
+            why = ("" if has_voice(voice) else
+                   f"; espeak-ng has no voice {voice!r}, so only human recordings can fill them")
+            problems.append(
+                f"language {lang!r} is left off the language menu: no audio for "
+                f"{', '.join(f'{lang}/{n}' for n in absent)}{why}")
+        missing = [n for n in status.get(lang, {}).get("missing_audio", []) if n not in absent]
         if missing:
             names = ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
             problems.append(f"{len(missing)} prompt(s) in {lang!r} have no audio ({names}); "
                             "run: peoples-response prompts render")
+    pages = menu_pages(settings.languages, settings.menu_page_size)
+    if len(pages) > 2:
+        problems.append(f"the language menu needs {len(pages)} pages: callers of the last "
+                        "languages press 9 twice; raise menu_page_size or list fewer languages")
     return problems
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from crisisline.config import Settings
+from crisisline.prompts.availability import available_languages
 from crisisline.prompts.catalog import load_catalog
 from crisisline.prompts.render import RenderReport, ToolMissing, audio_status, render_all
 
@@ -57,4 +58,9 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     for lang, row in rows.items():
         print(f"{lang:<10}{len(row['reviewed']):>10}{len(row['draft']):>8}"
               f"{len(row['missing_audio']):>15}{len(row['recorded']):>10}")
+    offered = available_languages(settings, catalog)
+    left_out = [lang for lang in settings.languages if lang not in offered]
+    if left_out:
+        # Said here too, so nobody wonders why a configured language is never offered.
+        print(f"left off the language menu (a caller prompt has no audio): {', '.join(left_out)}")
     return 0

@@ -10,6 +10,7 @@ commands allowed on a dead channel until the server closes.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
@@ -378,6 +379,17 @@ class AgiSession:
                 len(argv) > 7 and "=" not in argv[7]):
             self.ch.advance_time(0.25)
         ending = self.ch.script.record_end
+        if any(d in argv[4] for d in "0123456789*"):
+            # A recording any menu key ends (a spoken menu choice) is an input point: the
+            # scripted answer is a key pressed at once, or "-": the caller speaks (or not).
+            token = self._answer("RECORD FILE")
+            if token != "-" and token[0] in argv[4]:
+                path = self.pbx.recording_path(argv[2], argv[3])
+                sounds.write_recording(path, argv[3], array.array("h"))
+                self.ch.trace.recordings.append(path)
+                await self.send(f"200 result={ord(token[0])} (dtmf) endpos=0")
+                return "ok"
+            ending = "silence"
         take = sounds.simulate_recording(self.ch.script.speech, max_ms, silence_ms, argv[4],
                                          ending)
         path = self.pbx.recording_path(argv[2], argv[3])

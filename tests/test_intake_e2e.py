@@ -111,10 +111,11 @@ async def test_a_missing_prompt_sends_the_caller_to_a_person_and_redis_agrees(
     prompts = tmp_path / "prompts"
     shutil.copytree(live_settings.prompts_path, prompts)
     # STREAM FILE of a missing file fails (AGISTATUS=FAILURE); GET DATA skips it in silence,
-    # which only `peoples-response check` can catch.
-    (prompts / "es" / "promise.wav").unlink()
+    # which only `peoples-response check` can catch. Removed after the server started (a
+    # language missing audio at start is left off the menu: tests/test_languages.py).
     settings = dataclasses.replace(live_settings, prompts_dir=str(prompts))
     async with running_agi(settings) as server:
+        (prompts / "es" / "promise.wav").unlink()
         trace = await call(pbx_for(settings, server.port), "direct",
                            CallerScript(keys="2 02121 1", stay_s=0))
     assert trace.fallback_dialed and trace.room is None

@@ -16,10 +16,11 @@ from crisisline.prompts.render import ToolMissing, audio_status, plan, render_al
 CALLER = ["language_option", "language_more", "promise", "transfer_promise", "ask_zip",
           "zip_not_recognized", "invalid_key", "ask_consent", "record_message", "waiting",
           "still_looking", "you_are_next", "connecting", "callback_offer",
-          "callback_enter_number", "callback_confirmed", "goodbye_callback"]
+          "callback_enter_number", "callback_confirmed", "goodbye_callback", "interpreter_joining"]
 RESPONDER = ["whisper_intro", "whisper_source_direct", "whisper_source_911",
              "whisper_source_988", "whisper_language", "whisper_neighborhood_unknown",
-             "whisper_press_1", "whisper_taken", "whisper_message"]
+             "whisper_press_1", "whisper_taken", "whisper_message", "neighborhood"]
+BOSTON = ["en", "es", "ht", "kea", "pt", "yue", "cmn", "vi", "ar", "so", "ru", "fr", "am"]
 
 TINY = """
 languages:
@@ -63,13 +64,22 @@ def cfg(tmp_path: Path) -> config.Settings:
 
 def test_catalog_has_every_prompt_in_every_language() -> None:
     cat = load_catalog()
-    assert list(cat.languages) == ["en", "es"]
+    assert list(cat.languages) == [*BOSTON, "ko"]  # ko: a test language (Vosk model)
     assert sorted(cat.prompt_names("caller")) == sorted(CALLER)
     assert sorted(cat.prompt_names("responder")) == sorted(RESPONDER)
     assert cat.missing() == []
     for name in cat.prompt_names():
         for lang in ("en", "es"):
-            assert cat.text(name, lang, key="1", language="x").strip()
+            assert cat.text(name, lang, key="1", language="x", neighborhood="y").strip()
+    for name in cat.prompt_names("caller"):
+        for lang in cat.languages:
+            assert cat.text(name, lang, key="1").strip(), (name, lang)
+    # Each language's menu line is in that language: it names the language as its
+    # speakers do (the word a caller would also say at the menu).
+    for lang, info in cat.languages.items():
+        line = cat.text("language_option", lang, key="3").lower()
+        assert info.menu_word.lower() in line or info.native_name.lower() in line, lang
+        assert "3" in line, lang
 
 
 def test_catalog_placeholders_and_honest_status() -> None:
@@ -134,6 +144,45 @@ def test_unreadable_catalog(tmp_path: Path) -> None:
 
 def test_prompt_file(cfg: config.Settings) -> None:
     assert prompt_file(cfg, "es", "promise") == "peoples-response/es/promise"
+
+
+def test_keys_follow_the_configured_order_and_page_size(tmp_path: Path) -> None:
+    cat = load_catalog()
+    cfg = config.load(env={}, var_dir=str(tmp_path / "var"), languages=tuple(BOSTON))
+    jobs = {j.rel: j for j in plan(cfg, cat)}
+    assert jobs["en/language_option.wav"].text == "For English, press 1."
+    assert jobs["es/language_option.wav"].text == "Para español, oprima 2."
+    assert jobs["pt/language_option.wav"].text == "Para português, aperte 5."
+    assert jobs["ar/language_option.wav"].text == "للغة العربية، اضغط 1."  # page 2 starts at 1
+    short = config.load(env={}, var_dir=str(tmp_path / "var"), languages=tuple(BOSTON),
+                        menu_page_size=2)
+    jobs = {j.rel: j for j in plan(short, cat)}
+    assert jobs["ht/language_option.wav"].text == "Pou kreyòl ayisyen, peze 1."
+    assert jobs["am/language_option.wav"].text == "ለአማርኛ 3 ይጫኑ።"  # page 3: 2 + 8, then ru fr am
+
+
+def test_neighborhood_prompts_for_the_whisper(cfg: config.Settings) -> None:
+    from crisisline.neighborhoods import all_neighborhoods, slug
+
+    jobs = {j.rel: j for j in plan(cfg, load_catalog())}
+    for hood in all_neighborhoods():
+        assert jobs[f"en/neighborhood_{slug(hood)}.wav"].text == f"{hood}."
+    assert jobs["en/neighborhood_jamaica-plain.wav"].prompt == "neighborhood"
+
+
+def test_available_languages_need_every_caller_prompt(tmp_path: Path) -> None:
+    from crisisline.prompts.availability import available_languages
+
+    cat = load_catalog()
+    cfg = config.load(env={}, var_dir=str(tmp_path / "var"), languages=("en", "es", "so"))
+    for lang in ("en", "es", "so"):
+        (cfg.prompts_path / lang).mkdir(parents=True)
+        for name in cat.prompt_names("caller"):
+            if (lang, name) != ("so", "waiting"):
+                (cfg.prompts_path / lang / f"{name}.wav").write_bytes(b"x")
+    assert available_languages(cfg, cat) == ["en", "es"]
+    (cfg.prompts_path / "so" / "waiting.gsm").write_bytes(b"a human recording, any format")
+    assert available_languages(cfg, cat) == ["en", "es", "so"]
 
 
 def test_plan_fills_keys_and_language_names(cfg: config.Settings, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ fallback ring group, so a failure anywhere here still ends with a person.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from agi.app import AgiApp
 from agi.handlers import handler
@@ -41,11 +42,14 @@ async def _transfer_context(session: AgiSession, source: Source) -> dict[str, st
     return values
 
 
-async def _run_step(session: AgiSession, app: AgiApp, step: ivr.Step) -> ivr.Reply | None:
+async def _run_step(session: AgiSession, app: AgiApp, step: ivr.Step,
+                    call_id: str = "") -> ivr.Reply | None:
     if isinstance(step, ivr.Play):
         for prompt in step.prompts:
             await session.stream_file(app.prompt(prompt.language, prompt.name))
         return None
+    if step.listen and step.max_digits == 1:
+        return await _ask_by_key_or_voice(session, app, step, call_id)
     *leading, last = step.prompts
     if step.max_digits == 1:
         # A menu: any key during an option ends it at once.
@@ -59,6 +63,37 @@ async def _run_step(session: AgiSession, app: AgiApp, step: ivr.Step) -> ivr.Rep
     digits, timed_out = await session.get_data(app.prompt(last.language, last.name),
                                                step.timeout_ms, step.max_digits)
     return ivr.Reply(digits, timed_out)
+
+
+async def _ask_by_key_or_voice(session: AgiSession, app: AgiApp, step: ivr.Ask,
+                               call_id: str) -> ivr.Reply:
+    """The language menu when some of its languages can be named aloud.
+
+    The wait after the options (GET DATA's silence otherwise) is a RECORD FILE that any key
+    ends at once, so a caller who presses a key is never slowed down. What was said is kept
+    only until it is recognised: it is not a message, and it is deleted right away.
+    """
+    for prompt in step.prompts:
+        key = await session.stream_file(app.prompt(prompt.language, prompt.name), ESCAPE_ALL)
+        if key:
+            return ivr.Reply(key, False)
+    folder = app.settings.recordings_path
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"choice-{call_id or 'call'}-{uuid.uuid4().hex[:8]}"
+    wav = stem.with_suffix(".wav")
+    try:
+        reply = await session.record_file(str(stem), "wav", ESCAPE_ALL, step.timeout_ms, 0,
+                                          beep=False)
+        if reply.data == "dtmf" and reply.number > 0:
+            return ivr.Reply(chr(reply.number), False)
+        if reply.result == "-1" or not wav.exists():
+            return ivr.Reply.silence()  # could not record: keys only, the default follows
+        spoken = await app.menu.recognize(wav, step.listen)
+    finally:
+        wav.unlink(missing_ok=True)
+    if call_id:
+        await app.store.event(call_id, "language_spoken", recognised=spoken or "")
+    return ivr.Reply("", True, spoken=spoken)
 
 
 def _step_name(step: ivr.Step) -> str:
@@ -117,6 +152,8 @@ async def intake(session: AgiSession, app: AgiApp) -> None:
         call.note = transfer["TRANSFER_NOTE"]
         ctx = ivr.IntakeContext(
             source=source, languages=s.languages, default_language=s.default_language,
+            page_size=s.menu_page_size, offered=app.menu.offered(),
+            spoken_languages=app.menu.spoken(),
             menu_timeout_ms=s.menu_timeout_ms, zip_timeout_ms=s.zip_timeout_ms,
             consent_timeout_ms=s.consent_timeout_ms, max_retries=s.max_retries,
             transfer_language=transfer["TRANSFER_LANGUAGE"], transfer_zip=transfer["TRANSFER_ZIP"],
@@ -126,7 +163,7 @@ async def intake(session: AgiSession, app: AgiApp) -> None:
         step = next(flow)
         while True:
             where = _step_name(step)
-            reply = await _run_step(session, app, step)
+            reply = await _run_step(session, app, step, call.id)
             step = flow.send(reply)
     except StopIteration as done:
         result: ivr.IntakeResult = done.value

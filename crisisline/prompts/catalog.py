@@ -19,7 +19,7 @@ from crisisline.config import Settings
 
 AUDIENCES = ("caller", "responder")
 STATUSES = ("draft", "reviewed")
-FIELDS = frozenset({"key", "language"})  # the only {placeholders} a text may use
+FIELDS = frozenset({"key", "language", "neighborhood"})  # the only {placeholders} a text may use
 RESPONDER_REQUIRED = ("en",)  # responders must at least hear English
 LANGUAGE_KEYS = ("name", "native_name", "voice", "menu_word")
 

@@ -22,7 +22,8 @@ from functools import cache
 from pathlib import Path
 
 from crisisline.config import Settings
-from crisisline.ivr import MORE_KEY, menu_pages
+from crisisline.ivr import MORE_KEY, language_keys
+from crisisline.neighborhoods import all_neighborhoods, slug
 from crisisline.prompts.catalog import Catalog
 
 MANIFEST = ".rendered.json"
@@ -103,7 +104,7 @@ def plan(settings: Settings, catalog: Catalog,
          languages: Iterable[str] | None = None) -> list[Job]:
     """Every file the line needs, in each language asked for (default: settings.languages)."""
     langs = list(settings.languages if languages is None else languages)
-    keys = {lang: key for page in menu_pages(settings.languages) for key, lang in page}
+    keys = language_keys(settings.languages, settings.menu_page_size)
     callers_langs = [c for c in settings.languages if c in catalog.languages]
     jobs: list[Job] = []
     for lang in langs:
@@ -118,6 +119,12 @@ def plan(settings: Settings, catalog: Catalog,
                     text = catalog.text(name, lang, language=catalog.languages[caller]
                                         .name_in(lang)) if has else None
                     jobs.append(Job(lang, f"{name}_{caller}", name, text, voice))
+                continue
+            if name == "neighborhood":
+                # The whisper plays neighborhood_<slug>; one file per Boston neighborhood.
+                for hood in all_neighborhoods():
+                    text = catalog.text(name, lang, neighborhood=hood) if has else None
+                    jobs.append(Job(lang, f"{name}_{slug(hood)}", name, text, voice))
                 continue
             fields = {"key": keys.get(lang, "1") if name == "language_option" else MORE_KEY}
             text = catalog.text(name, lang, **fields) if has else None

@@ -81,13 +81,18 @@ class AmiGateway:
         return {str(k): str(v) for k, v in dict(reply).items()}
 
     def originate(self, channel_id: str, destination: str, context: str, variables: dict[str, str],
-                  timeout_s: float, caller_id: str = "People's Response <0>") -> None:
-        """Ring a phone in the background; the result comes to ``originate_results``."""
+                  timeout_s: float, caller_id: str = "People's Response <0>",
+                  application: str | None = None, data: str = "") -> None:
+        """Ring a phone in the background; the result comes to ``originate_results``.
+
+        With ``application`` the answered phone runs it (e.g. ConfBridge) instead of
+        ``context``."""
+        where = ({"Application": application, "Data": data} if application else
+                 {"Context": context, "Exten": "s", "Priority": "1"})
         action = {
-            "Action": "Originate", "Channel": destination, "Context": context, "Exten": "s",
-            "Priority": "1", "Async": "true", "Timeout": str(int(timeout_s * 1000)),
-            "ChannelId": channel_id, "CallerID": caller_id,
-            "Variable": [f"{k}={v}" for k, v in variables.items()],
+            "Action": "Originate", "Channel": destination, **where, "Async": "true",
+            "Timeout": str(int(timeout_s * 1000)), "ChannelId": channel_id,
+            "CallerID": caller_id, "Variable": [f"{k}={v}" for k, v in variables.items()],
         }
 
         async def send() -> None:

@@ -27,6 +27,7 @@ from crisisline.routing import CallToRoute, ResponderState, Wave, plan
 from crisisline.stores.calls import CLAIMED, EVENTS, CallStore, call_key
 from crisisline.stores.offers import OfferStore, offered_key
 from workers.dispatcher.ami import AmiGateway, leg_id, parse_leg_id
+from workers.dispatcher.interpreter import Interpreters
 
 log = logging.getLogger(__name__)
 LEASE_S = 15.0
@@ -56,6 +57,7 @@ class Dispatcher:
         self._on_call_cache: tuple[object, list] = (None, [])
         ami.handlers.append(self.on_ami_event)
         ami.originate_results.append(self.on_originate_result)
+        self.interpreters = Interpreters(self)
 
     @property
     def redis(self):
@@ -312,9 +314,11 @@ class Dispatcher:
         """A responder took it: cancel the others, tell the caller, mark the bridge."""
         winner = data.get("accepted_by", "")
         await self.cancel_legs(call_id, keep=winner)
+        # The responder doesn't speak the caller's language: an interpreter joins the room.
+        context = await self.interpreters.on_bridged(call_id, data)
         if data.get("channel"):
             # The caller hears "connecting you now" in their language, then rejoins the room.
-            await self.ami.redirect(data["channel"], "pr-connect")
+            await self.ami.redirect(data["channel"], context)
         accepted_at = float(data.get("accepted_at") or time.time())
         waited = accepted_at - float(data.get("created_at") or accepted_at)
         await self.redis.hset(call_key(call_id), "time_to_human_s", f"{waited:.3f}")

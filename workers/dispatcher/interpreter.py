@@ -1,0 +1,76 @@
+"""An interpreter in the room when the responder who took the call doesn't speak the
+caller's language.
+
+The caller is never kept waiting for one: the responder is with them either way. The
+interpreter line for the caller's language (``Settings.interpreters``, an interpretation
+service, never police or emergency: refused when configured and again here) is rung into
+the caller's own room as a third party, and the caller hears, in their language, that an
+interpreter is joining. With no line configured for the language the call goes on without
+one, and an ``interpreter_missing`` event says so for the supervisors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from crisisline import destinations
+from crisisline.stores.calls import call_key
+
+if TYPE_CHECKING:
+    from workers.dispatcher.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+RING_S = 60.0  # an interpretation service's queue can take a while to answer
+PREFIX = "pri-"  # our ChannelId for interpreter legs; responders' legs start "pr-"
+CONNECT = "pr-connect"
+CONNECT_WITH_INTERPRETER = "pr-connect-interpreter"
+
+
+def interpreter_leg_id(call_id: str, lang: str) -> str:
+    return f"{PREFIX}{call_id}-{lang}"
+
+
+class Interpreters:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.d = dispatcher
+        dispatcher.ami.originate_results.append(self.on_originate_result)
+
+    def responder_speaks(self, responder_id: str, lang: str) -> bool:
+        responder = self.d.roster().responder(responder_id)
+        # Someone off the roster (a supervisor's pick from another list): ask for no one.
+        return responder is None or lang in responder.languages
+
+    async def on_bridged(self, call_id: str, data: dict[str, str]) -> str:
+        """Add an interpreter if needed; returns the context the caller goes to next."""
+        lang = data.get("language") or "en"
+        winner = data.get("accepted_by", "")
+        if not winner or self.responder_speaks(winner, lang) or data.get("interpreter"):
+            return CONNECT
+        settings = self.d.settings
+        destination = str(settings.interpreters.get(lang) or "").strip()
+        if not destination:
+            await self.d.calls.event(call_id, "interpreter_missing", language=lang,
+                                     responder=winner)
+            return CONNECT
+        reason = destinations.refusal(destination, settings)
+        if reason:
+            # Configuration is checked at load; this is the belt to those braces.
+            log.error("call %s: interpreter line for %s refused: %s", call_id, lang, reason)
+            await self.d.calls.event(call_id, "interpreter_refused", language=lang,
+                                     reason=reason)
+            return CONNECT
+        await self.d.redis.hset(call_key(call_id), "interpreter", destination)
+        self.d.ami.originate(interpreter_leg_id(call_id, lang), self.d.dial_string(destination),
+                             "", {"PR_CALL_ID": call_id, "PR_INTERPRETER": lang}, RING_S,
+                             application="ConfBridge", data=f"call-{call_id},pr_room,pr_responder")
+        await self.d.calls.event(call_id, "interpreter_added", language=lang,
+                                 destination=destination, responder=winner)
+        return CONNECT_WITH_INTERPRETER
+
+    async def on_originate_result(self, channel_id: str, result: dict[str, str]) -> None:
+        if not channel_id.startswith(PREFIX) or result.get("Response") == "Success":
+            return
+        call_id, _, lang = channel_id[len(PREFIX):].rpartition("-")
+        await self.d.calls.event(call_id, "interpreter_failed", language=lang,
+                                 reason=result.get("Reason", ""))
