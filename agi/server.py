@@ -17,6 +17,9 @@ from agi.protocol import (
 from agi.session import AgiSession, CallerHungUp
 
 log = logging.getLogger(__name__)
+# asyncio's default listen backlog (100) overflowed when 1000 calls connected at once: some
+# connects retried past Asterisk's 2 s FastAGI connect timeout and went to the fallback group.
+BACKLOG = 4096
 
 
 class AgiServer:
@@ -28,7 +31,8 @@ class AgiServer:
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self._server = await asyncio.start_server(self.handle, host, port,
-                                                  limit=MAX_LINE_BYTES, reuse_address=True)
+                                                  limit=MAX_LINE_BYTES, reuse_address=True,
+                                                  backlog=BACKLOG)
         return self._server
 
     @property

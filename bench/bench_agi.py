@@ -21,7 +21,7 @@ of one child per call); how many calls reached the Redis queue ("queued" events)
 waiting room. Ratios are FastAGI/classic.
 
 Classic runs at most --classic-concurrency processes at once (1000 at once would need
-~40 GB) and, as each process spends most of a CPU-second starting Python and loading the
+~40 GB) and, as each process spends about half a CPU-second starting Python and loading the
 prompt catalog, at most --classic-max-calls calls per size: calls/s and the per-call
 figures are rates, and the output says when a size was sampled. Redis database 15 is
 flushed at start, between runs and at the end.
@@ -58,7 +58,7 @@ from crisisline.prompts.catalog import load_catalog  # noqa: E402
 from crisisline.prompts.render import render_all  # noqa: E402
 from crisisline.stores.calls import EVENTS  # noqa: E402
 from standin.agi_commands import parse_url  # noqa: E402
-from standin.agi_session import AgiSession  # noqa: E402
+from standin.agi_session import CONNECT_TIMEOUT_S, AgiSession  # noqa: E402
 from standin.caller import CallerScript  # noqa: E402
 from standin.dialplan import separate_args  # noqa: E402
 from standin.pbx import StandinPBX  # noqa: E402
@@ -362,8 +362,10 @@ def tally(row: Row, results: list, r: redis.Redis) -> Row:
         for transcript in res.transcripts:
             if transcript.status != "SUCCESS":
                 notes = [text for way, text in transcript.lines if way in ("--", ">>")]
-                why = notes[-1] if notes else "(nothing)"
-                row.why[f"{transcript.status}: {re.sub(r'[0-9.:]+', '#', why)[:90]}"] += 1
+                why = re.sub(r"\b\d{4,}\b", "#", notes[-1] if notes else "(nothing)")[:90]
+                if why.endswith("failed: "):  # the stand-in's connect: an empty message is a timeout
+                    why += f"timed out ({CONNECT_TIMEOUT_S:g} s, as res_agi's MAX_AGI_CONNECT)"
+                row.why[f"{transcript.status}: {why}"] += 1
     row.queued = len({body[b"call_id"] for _, body in r.xrange(EVENTS)
                       if body.get(b"type") == b"queued"})
     return row
@@ -509,13 +511,16 @@ async def bench(sizes: list[int], classic_max: int, cap: int, env: dict[str, str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,100,1000", help="comma-separated N (default 1,100,1000)")
-    parser.add_argument("--quick", action="store_true", help="N = 1, 20, 100")
+    parser.add_argument("--quick", action="store_true",
+                        help="N = 1, 20, 100, and classic at most 20 calls per size")
     parser.add_argument("--classic-concurrency", type=int, default=50,
                         help="classic processes alive at once (default 50)")
-    parser.add_argument("--classic-max-calls", type=int, default=50,
-                        help="classic calls per size at most (default 50; 0 = all N)")
+    parser.add_argument("--classic-max-calls", type=int, default=None,
+                        help="classic calls per size at most (default 100, --quick 20; 0 = all N)")
     args = parser.parse_args()
     sizes = [1, 20, 100] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.classic_max_calls is None:
+        args.classic_max_calls = 20 if args.quick else 100
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-agi-"))
     r = redis.Redis.from_url(REDIS_URL)
