@@ -28,7 +28,13 @@ from crisisline import config
 from crisisline.speech import models
 from crisisline.speech.cli import transcribe_command
 from crisisline.speech.models import ModelRegistry, model_path_for
-from crisisline.speech.transcribe import AudioError, recognize_choice, transcribe_wav
+from crisisline.speech.transcribe import (
+    AudioError,
+    has_speech,
+    open_pcm,
+    recognize_choice,
+    transcribe_wav,
+)
 from workers import enqueue, retention, runtime, worker
 from workers import transcripts_store as store
 from workers.transcription import transcribe_call
@@ -269,6 +275,28 @@ def test_grammar_recognition_hears_nothing_in_silence(ko_model: Any,
     assert recognize_choice(ko_model, audio["silence"], ["예", "아니요"]) is None
     # A choice the model can't spell is left out instead of breaking the grammar.
     assert recognize_choice(ko_model, audio["silence"], ["xyzzyq"]) is None
+
+
+@pytest.mark.slow
+def test_grammar_recognition_never_hears_a_choice_in_line_hiss(ko_model: Any,
+                                                               tmp_path: Path) -> None:
+    # A grammar of two words maps any sound onto one of them; a caller who said nothing
+    # over a hissing line must not be heard as answering (seen once in CI on dithered
+    # silence: "yes" heard in nothing).
+    for seed, vol in ((1, "0.002"), (2, "0.004"), (3, "0.003")):
+        hiss = tmp_path / f"hiss{seed}.wav"
+        sox("-R", "-n", "-r", "8000", "-c", "1", "-b", "16", str(hiss),
+            "synth", "3", "whitenoise", "vol", vol)
+        with open_pcm(hiss) as reader:
+            assert not has_speech(reader, 10)
+        assert recognize_choice(ko_model, hiss, ["예", "아니요"]) is None
+    # ...while a quiet caller (20 dB down) is still heard.
+    quiet = tmp_path / "quiet.wav"
+    sox(str(say("예", tmp_path / "ye.wav")), str(quiet), "vol", "0.1")
+    with open_pcm(quiet) as reader:
+        assert has_speech(reader, 10)
+        assert reader.tell() == 0  # rewound for the recognizer
+    assert recognize_choice(ko_model, quiet, ["예", "아니요"]) == "예"
 
 
 # ---- CLI ----------------------------------------------------------------------------------

@@ -13,10 +13,13 @@ truncated, so a 10-minute recording can't hold a worker for minutes.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
+import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import wave
@@ -30,6 +33,10 @@ MIN_RATE = 8000
 CHUNK_S = 0.25  # small chunks: a job timeout (SIGALRM) is handled between chunks
 SOX_TIMEOUT_S = 60.0
 CHOICE_MAX_S = 10.0  # a spoken menu choice is a word or two
+# A window of speech is louder than this RMS (16-bit PCM; about -47 dBFS). Digital silence and
+# line hiss sit far below it; a quiet telephone voice sits well above.
+SPEECH_RMS = 150
+SPEECH_WINDOW_S = 0.1
 
 
 class AudioError(ValueError):
@@ -190,6 +197,34 @@ def transcribe_wav(model: Any, path: str | os.PathLike[str],
                       decode_s=round(decode_s, 3), truncated=truncated)
 
 
+def has_speech(reader: wave.Wave_read, max_seconds: float) -> bool:
+    """Whether any short window of the first ``max_seconds`` is loud enough to be speech.
+
+    A grammar recognizer forced to choose among a few words can map faint noise onto one
+    of them; a caller who said nothing must never be heard as choosing. Leaves the reader
+    rewound.
+    """
+    rate = reader.getframerate()
+    window = max(1, int(SPEECH_WINDOW_S * rate))
+    left = int(max_seconds * rate)
+    found = False
+    try:
+        while left > 0 and not found:
+            data = reader.readframes(min(window, left))
+            if len(data) < 2:
+                break
+            samples = array.array("h")
+            samples.frombytes(data[:len(data) - len(data) % 2])
+            if sys.byteorder == "big":
+                samples.byteswap()  # WAV is little-endian
+            left -= len(samples)
+            rms = math.sqrt(sum(x * x for x in samples) / len(samples))
+            found = rms > SPEECH_RMS
+    finally:
+        reader.rewind()
+    return found
+
+
 def usable_choices(model: Any, choices: Sequence[str]) -> list[str]:
     """The choices whose every word is in the model's vocabulary (others can't be heard)."""
     return [c for c in choices
@@ -214,6 +249,8 @@ def recognize_choice(model: Any, path: str | os.PathLike[str],
         vocabulary.append("[unk]")
     grammar = json.dumps(vocabulary, ensure_ascii=False)
     with open_pcm(path) as reader:
+        if not has_speech(reader, CHOICE_MAX_S):
+            return None
         recognizer = KaldiRecognizer(model, reader.getframerate(), grammar)
         texts, _, _, _, _ = _decode(recognizer, reader, CHOICE_MAX_S)
     heard = " ".join(texts).split()
