@@ -86,8 +86,32 @@ async def test_with_no_dispatcher_at_all_a_waiting_caller_still_reaches_a_person
             await asyncio.sleep(0.05)
         assert caller.trace.variables.get("CONFBRIDGE_RESULT") == "TIMEOUT"
         assert caller.trace.fallback_dialed
-        # No dispatcher heard the dialplan's PRFallback event, so Redis still says waiting;
-        # the caller's hang-up (the h extension's AGI) is what closes the record.
+        # The caller stays in the fallback group's ring loop meanwhile (slowed down, so the
+        # stand-in's loop guard doesn't end the call while a dispatcher starts).
+        system.pbx.time_scale, system.pbx.max_dial_attempts = 0.2, 100
+        # No dispatcher heard the dialplan's PRFallback event, so Redis still says waiting.
+        assert system.db.waiting() == [call_id]
+        # A dispatcher that starts now asks Asterisk before ringing anyone, and closes it.
+        system.start_dispatcher_process()
+        assert await system.wait_state(call_id, {"fallback"}, timeout=20) == "fallback"
+        assert not [e for e in system.db.events(call_id) if e["type"] == "offer_ringing"]
         await system.pbx.hangup(caller.name)
-        assert await system.wait_state(call_id, {"abandoned"}) == "abandoned"
         assert system.db.waiting() == []
+
+
+async def test_a_caller_who_left_while_no_dispatcher_ran_is_not_rung_for(live_settings):
+    async with running_system(live_settings, ROSTER, dispatchers=0) as system:
+        caller = await system.call("2 02121 2")
+        call_id = await system.wait_call_id(caller, timeout=30)
+        for _ in range(500):  # until the caller is in the waiting room
+            if caller.trace.path[-1][3] == "ConfBridge":
+                break
+            await asyncio.sleep(0.01)
+        # The caller hangs up while the AGI server that would close the record is unreachable.
+        caller.set_variable("PR_AGI", "agi://127.0.0.1:1")
+        await system.pbx.hangup(caller.name)
+        await asyncio.sleep(2.5)
+        assert system.db.waiting() == [call_id]
+        system.start_dispatcher_process()
+        assert await system.wait_state(call_id, {"abandoned"}, timeout=20) == "abandoned"
+        assert not [e for e in system.db.events(call_id) if e["type"] == "offer_ringing"]

@@ -205,7 +205,7 @@ def test_our_dialplan_parses() -> None:
     dp = Dialplan.load(EXTENSIONS)
     assert dp.globals["PR_FALLBACK_DIAL"] == "PJSIP/fallback-desk"
     ring = dp.find_extension("pr-fallback", "s")
-    assert ring is not None and ring.labels["ring"] == 2
+    assert ring is not None and ring.labels["ring"] == 3
     assert dp.find_extension("from-direct", "6175550100").pattern == "_X."
     assert dp.find_extension("pr-intake", "h").priorities[3].label == "done"
 

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 LEASE_S = 15.0
 POLL_S = 0.5
 BUSY_RETRY_S = 0.5
+# A call first taken this long after it was queued may have waited with no dispatcher
+# running: ask Asterisk whether its caller is still in the waiting room before ringing.
+STALE_AFTER_S = 2.0
 LIVE = {"waiting", "dispatching"}
 
 # Asterisk's OriginateResponse Reason codes (main/pbx.c) -> why the offer ended.
@@ -177,6 +180,9 @@ class Dispatcher:
         cycle = int(data.get("cycle") or 0)
         last_wave = int(data.get("wave") or 0)
         started = float(data.get("created_at") or time.time())
+        if time.time() - float(data.get("queued_at") or started) > STALE_AFTER_S \
+                and not await self._caller_still_waiting(call_id, data):
+            return
         cycle_started, rung_in_cycle = time.time(), 0
         while True:
             if not await self._still_mine(call_id):
@@ -226,6 +232,30 @@ class Dispatcher:
                 await self.cancel_legs(call_id)
                 return
             await self.end_wave(call_id, wave, cycle)
+
+    async def _caller_still_waiting(self, call_id: str, data: dict[str, str]) -> bool:
+        """False when Asterisk says the caller left or went to the fallback group while no
+        dispatcher was listening (its PRFallback UserEvent is then lost): the record is
+        closed instead of ringing responders for nobody. Any doubt rings."""
+        channel = data.get("channel")
+        if not channel:
+            return True
+        try:
+            reply = await self.ami.action({"Action": "Getvar", "Channel": channel,
+                                           "Variable": "PR_IN_FALLBACK"})
+        except Exception as exc:
+            log.info("%s: could not ask about %s (%s); ringing", self.name, channel, exc)
+            return True
+        if reply.get("Response") == "Success" and reply.get("Value") == "1":
+            await self.calls.to_fallback(call_id, "fallback_while_no_dispatcher")
+        elif reply.get("Response") == "Error" and reply.get("Message") == "No such channel":
+            await self.calls.abandon(call_id, "waiting_room")
+        else:
+            return True
+        log.info("%s: %s was no longer waiting (%s)", self.name, call_id,
+                 reply.get("Value") or reply.get("Message"))
+        await self.redis.zrem(CLAIMED, call_id)
+        return False
 
     async def ring_wave(self, call_id: str, data: dict[str, str], wave: Wave,
                         cycle: int) -> list[str]:
