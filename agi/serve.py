@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 from agi.app import AgiApp
@@ -13,6 +12,7 @@ from agi.protocol import AgiProtocolError, read_headers
 from agi.server import AgiServer
 from agi.session import AgiSession
 from crisisline.config import Settings
+from crisisline.shutdown import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +24,14 @@ async def serve(settings: Settings, host: str, port: int, ready: asyncio.Event |
     log.info("FastAGI listening on %s:%d (handlers: %s)", host, server.port,
              ", ".join(sorted(server.handlers)))
     print(f"peoples-response agi: FastAGI on {host}:{server.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    with stop_on_signals() as stop:
+        if ready is not None:
+            ready.set()
         try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    if ready is not None:
-        ready.set()
-    try:
-        await stop.wait()
-    finally:
-        await server.close()
-        await app.close()
+            await stop.wait()
+        finally:
+            await server.close()
+            await app.close()
 
 
 async def classic(settings: Settings) -> int:

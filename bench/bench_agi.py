@@ -162,8 +162,8 @@ class TimedAgiSession(AgiSession):
 class ClassicAgiSession(TimedAgiSession):
     """AGI(script,args): a process per session, its stdin/stdout instead of a socket.
 
-    The command loop is standin.agi_session.AgiSession.run's, with the connect replaced by a
-    spawn; the commands and replies are the stand-in's own.
+    The command loop is standin.agi_session.AgiSession.converse, with the connect replaced by
+    a spawn; the commands and replies are the stand-in's own.
     """
 
     def __init__(self, pbx: StandinPBX, channel, url: str, args: list[str]) -> None:
@@ -192,21 +192,7 @@ class ClassicAgiSession(TimedAgiSession):
             self.reader, self.writer = child.reader, child.writer
             self.transcript.lines.append(("--", f"started pid {child.pid}"))
             try:
-                await self.send(*self.env_lines())
-                while True:
-                    raw = await self._read_line()
-                    if not raw:
-                        self.transcript.lines.append(("--", "script closed its stdout"))
-                        break
-                    text = raw.decode("utf-8", "surrogateescape")
-                    line = text[:-1] if text.endswith("\n") else text
-                    self.transcript.lines.append((">>", line))
-                    if line[:7].lower() == "failure":
-                        self.status = "FAILURE"
-                        break
-                    await self.notify_hangup()
-                    await self.handle(line)
-                    await self.notify_hangup()
+                await self.converse("script closed its stdout")
             finally:
                 pool.note_hwm(child.pid)  # its stdout just closed: it is exiting, not yet gone
                 self.writer.close()

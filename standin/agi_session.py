@@ -152,27 +152,32 @@ class AgiSession:
             return self._finish("FAILURE")
         self.transcript.lines.append(("--", f"connected to {host}:{port}"))
         try:
-            await self.send(*self.env_lines())
-            while True:
-                raw = await self._read_line()
-                if not raw:
-                    self.transcript.lines.append(("--", "server closed the socket"))
-                    break
-                text = raw.decode("utf-8", "surrogateescape")
-                line = text[:-1] if text.endswith("\n") else text
-                self.transcript.lines.append((">>", line))
-                if line[:7].lower() == "failure":  # run_agi: "inability to execute child"
-                    self.status = "FAILURE"
-                    break
-                await self.notify_hangup()
-                await self.handle(line)
-                await self.notify_hangup()
+            await self.converse("server closed the socket")
         finally:
             if self.writer is not None:
                 self.writer.close()
                 with contextlib.suppress(ConnectionError, OSError):
                     await self.writer.wait_closed()
         return self._finish(self.status)
+
+    async def converse(self, closed: str) -> None:
+        """run_agi(): send the agi_* lines, then answer commands until the other side closes
+        (noted in the transcript as ``closed``) or reports failure."""
+        await self.send(*self.env_lines())
+        while True:
+            raw = await self._read_line()
+            if not raw:
+                self.transcript.lines.append(("--", closed))
+                return
+            text = raw.decode("utf-8", "surrogateescape")
+            line = text[:-1] if text.endswith("\n") else text
+            self.transcript.lines.append((">>", line))
+            if line[:7].lower() == "failure":  # run_agi: "inability to execute child"
+                self.status = "FAILURE"
+                return
+            await self.notify_hangup()
+            await self.handle(line)
+            await self.notify_hangup()
 
     def _finish(self, status: str) -> str:
         self.transcript.status = status

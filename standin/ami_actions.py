@@ -203,32 +203,36 @@ async def redirect(s: AmiSession, m: Message) -> None:
     s.ack(m, "Dual Redirect successful")
 
 
-async def getvar(s: AmiSession, m: Message) -> None:
+def _variable_target(s: AmiSession, m: Message) -> tuple[bool, Channel | None]:
+    """action_getvar/action_setvar's shared checks: (usable, channel or None for globals);
+    on a problem the error is already sent."""
     name, var = m.get("Channel"), m.get("Variable")
     if not var:
         s.error(m, "No variable specified")
-        return
+        return False, None
     ch = _channel(s, name) if name else None
     if name and ch is None:
         s.error(m, "No such channel")
-        return
-    value = ch.get_variable(var) if ch else s.server.pbx.interp.globals.get(var)
-    s.ack(m, extra=[("Variable", var), ("Value", value or "")])
+        return False, None
+    return True, ch
+
+
+async def getvar(s: AmiSession, m: Message) -> None:
+    ok, ch = _variable_target(s, m)
+    if ok:
+        var = m.get("Variable")
+        value = ch.get_variable(var) if ch else s.server.pbx.interp.globals.get(var)
+        s.ack(m, extra=[("Variable", var), ("Value", value or "")])
 
 
 async def setvar(s: AmiSession, m: Message) -> None:
-    name, var = m.get("Channel"), m.get("Variable")
-    if not var:
-        s.error(m, "No variable specified")
-        return
-    ch = _channel(s, name) if name else None
-    if name and ch is None:
-        s.error(m, "No such channel")
+    ok, ch = _variable_target(s, m)
+    if not ok:
         return
     if ch is not None:
-        ch.set_variable(var, m.get("Value"))
+        ch.set_variable(m.get("Variable"), m.get("Value"))
     else:
-        s.server.pbx.interp.globals[var] = m.get("Value")
+        s.server.pbx.interp.globals[m.get("Variable")] = m.get("Value")
     s.ack(m, "Variable Set")
 
 

@@ -9,15 +9,14 @@ now' sends it) and the calls still up are hung up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from crisisline.config import Settings
+from crisisline.shutdown import stop_on_signals
 from standin.ami import AmiServer
 from standin.pbx import StandinPBX
 
@@ -58,21 +57,13 @@ async def serve(settings: Settings, ready: Ready = None) -> None:
     await server.start()
     log.info("stand-in AMI on %s:%s (time scale %s)", settings.ami_host, server.port,
              pbx.time_scale)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        if isinstance(ready, asyncio.Future):
-            ready.set_result(server)
-        elif ready is not None:
-            ready(server)
-        await stop.wait()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await server.close()
-        await pbx.close()
+    with stop_on_signals() as stop:
+        try:
+            if isinstance(ready, asyncio.Future):
+                ready.set_result(server)
+            elif ready is not None:
+                ready(server)
+            await stop.wait()
+        finally:
+            await server.close()
+            await pbx.close()

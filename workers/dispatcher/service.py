@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import time
 
 from crisisline import db, destinations
 from crisisline.config import Settings
 from crisisline.roster.model import RosterSnapshot
 from crisisline.roster.store import RosterStore
+from crisisline.shutdown import stop_on_signals
 from crisisline.stores import async_redis
 from crisisline.stores.calls import CallStore, call_key
 from crisisline.stores.offers import COMMANDS, OfferStore
@@ -116,27 +116,22 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     dispatcher = Dispatcher(settings, CallStore(redis), OfferStore(redis), ami, roster,
                             lease_s=settings.dispatch_lease_s)
     recorder = Recorder(redis, db.engine_for(settings), f"recorder-{os.getpid()}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    with stop_on_signals() as stop:
+        while not stop.is_set():
+            try:
+                await ami.connect()
+                break
+            except Exception as exc:
+                log.warning("AMI not reachable at %s:%d (%s); retrying", settings.ami_host,
+                            settings.ami_port, exc)
+                await asyncio.sleep(1)
+        print(f"peoples-response dispatcher: AMI {settings.ami_host}:{settings.ami_port}",
+              flush=True)
+        if ready is not None:
+            ready.set()
         try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    while not stop.is_set():
-        try:
-            await ami.connect()
-            break
-        except Exception as exc:
-            log.warning("AMI not reachable at %s:%d (%s); retrying", settings.ami_host,
-                        settings.ami_port, exc)
-            await asyncio.sleep(1)
-    print(f"peoples-response dispatcher: AMI {settings.ami_host}:{settings.ami_port}", flush=True)
-    if ready is not None:
-        ready.set()
-    try:
-        await asyncio.gather(dispatcher.run(stop), recorder.run(stop), roster.keep_fresh(stop),
-                             Commands(dispatcher).run(stop))
-    finally:
-        ami.close()
-        await redis.aclose()
+            await asyncio.gather(dispatcher.run(stop), recorder.run(stop),
+                                 roster.keep_fresh(stop), Commands(dispatcher).run(stop))
+        finally:
+            ami.close()
+            await redis.aclose()
