@@ -229,7 +229,7 @@ async def test_no_responder_speaks_it_an_interpreter_joins_the_room(menu_setting
         room = f"call-{call_id}"
         legs = [leg for leg in system.phones.legs if INTERPRETER in leg.dial]
         assert [leg.dial for leg in legs] == [f"PJSIP/{INTERPRETER}@direct-trunk"]
-        assert legs[0].uniqueid == f"pri-{call_id}-ht"
+        assert legs[0].uniqueid == f"pri-{call_id}-ht-1"
         # The caller rejoins after hearing that an interpreter is joining: three in one room.
         assert await until(lambda: {legs[0].channel, caller.name} <= {
             c.name for c in system.pbx.rooms.get(room, [])}, timeout=10)
@@ -244,6 +244,31 @@ async def test_no_responder_speaks_it_an_interpreter_joins_the_room(menu_setting
             record = session.get(CallRecord, call_id)
             assert (record.language, record.answered_by, record.interpreter) == (
                 "ht", "ana", INTERPRETER)
+
+
+async def test_a_busy_interpreter_line_is_rung_again_then_given_up(
+        menu_settings):
+    s = dataclasses.replace(menu_settings, interpreters={"ht": INTERPRETER})
+    async with running_system(s, ENGLISH_ONLY) as system:
+        system.phones.set(INTERPRETER, "busy")
+        for d in system.dispatchers:
+            d.interpreters.retry_s = 0.2
+        caller = await system.call(f"{keys_for('ht')} 02121 2")
+        call_id = await system.wait_call_id(caller)
+        assert await system.wait_state(call_id, {"bridged"}) == "bridged"
+
+        def failures() -> list[dict[str, str]]:
+            return [e for e in system.db.events(call_id) if e["type"] == "interpreter_failed"]
+        assert await until(lambda: len(failures()) == 3, timeout=15)
+        await asyncio.sleep(0.6)  # and no fourth attempt
+        legs = [leg.uniqueid for leg in system.phones.legs if INTERPRETER in leg.dial]
+        assert legs == [f"pri-{call_id}-ht-{n}" for n in (1, 2, 3)]
+        assert [(e["attempt"], e["retrying"]) for e in failures()] == [
+            ("1", "1"), ("2", "1"), ("3", "0")]
+        # The responder stays with the caller throughout.
+        assert system.db.call(call_id)["state"] == "bridged"
+        assert any("ana" in c.name for c in system.pbx.rooms.get(f"call-{call_id}", []))
+        await system.pbx.hangup(caller.name)
 
 
 async def test_no_interpreter_configured_the_responder_is_with_the_caller(menu_settings):
