@@ -8,6 +8,11 @@ originates the moment it sees "queued" (no policy, no leases) - the floor the tr
 itself sets; the ratio is dispatcher / floor.
 
     .venv/bin/python bench/bench_dispatch.py [--sizes 1,50,500]
+
+BENCH_MODES=dispatcher skips the floor; BENCH_PROFILE=FILE runs the dispatcher under
+cProfile and writes its profile there. The dispatcher rings up to PR_RING_PER_WAVE (4)
+phones per call where the floor rings one, so at N=500 the stand-in and the AGI server
+(whispers) carry four times the floor's load on the same two cores.
 """
 
 from __future__ import annotations
@@ -147,7 +152,9 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str])
     dispatcher = None
     await asyncio.sleep(1.5)
     if mode == "dispatcher":
-        dispatcher = subprocess.Popen([*exe, "dispatcher"], env=env, stdout=subprocess.DEVNULL)
+        prof = os.environ.get("BENCH_PROFILE")
+        dexe = [sys.executable, "-m", "cProfile", "-o", prof, "-m", "peoples_response.cli"] if prof else exe
+        dispatcher = subprocess.Popen([*dexe, "dispatcher"], env=env, stdout=subprocess.DEVNULL)
         procs.append(dispatcher)
         await asyncio.sleep(2.5)
         cpu0 = cpu_seconds(dispatcher.pid)
@@ -159,10 +166,12 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str])
     wall = time.time() - started
     cpu = cpu_seconds(dispatcher.pid) - cpu0 if dispatcher else float("nan")
     times = call_times(r)
-    overhead, bridge = [], []
+    overhead, bridge, planned = [], [], []
     for call_id, t in times.items():
         if "queued" in t and call_id in watch.first_originate:
             overhead.append(watch.first_originate[call_id] - t["queued"])
+        if "queued" in t and "wave_started" in t:
+            planned.append(t["wave_started"] - t["queued"])
         if "accepted" in t and call_id in watch.joined:
             bridge.append(watch.joined[call_id] - t["accepted"])
     stop.set()
@@ -177,7 +186,7 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str])
     await pbx.close()
     bridged = sum(1 for t in times.values() if "accepted" in t)
     return {"mode": mode, "n": n, "wall": wall, "bridged": bridged, "overhead": overhead,
-            "bridge": bridge, "cpu_per_call": cpu / max(1, bridged)}
+            "bridge": bridge, "planned": planned, "cpu_per_call": cpu / max(1, bridged)}
 
 
 def main() -> None:
@@ -204,6 +213,10 @@ def main() -> None:
                   f"{pct(o, 50) * 1000:>14.1f} / {pct(o, 99) * 1000:>8.1f}    "
                   f"{pct(b, 50) * 1000:>12.1f} / {pct(b, 99) * 1000:>8.1f}   "
                   f"{row['cpu_per_call'] * 1000:>16.2f}")
+            if row["planned"]:
+                w = row["planned"]
+                print(f"{'':>5} {'':<11} {'':>8} of which queued->wave planned (Redis events): "
+                      f"p50 {pct(w, 50) * 1000:.1f} / p99 {pct(w, 99) * 1000:.1f} ms")
         if len(rows) == 2 and rows[0]["overhead"] and rows[1]["overhead"]:
             floor, disp = rows
             print(f"{'':>5} ratio dispatcher/floor, queued->originate p50: "

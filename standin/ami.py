@@ -35,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from standin import ami_perms
 from standin.ami_actions import ACTIONS
 from standin.phones import cause_text, phones_for
 
@@ -88,7 +89,7 @@ class AmiSession:
         self.reader, self.writer = reader, writer
         self.authenticated = False
         self.username = ""
-        self.send_events = True
+        self.event_mask = ami_perms.ALL  # build_mansession: send_events = -1
         self.challenge = ""
         self.closed = False
         self.held: list[bytes] | None = None  # events held back during a blocking action
@@ -138,9 +139,10 @@ class AmiSession:
     def list_complete(self, m: Message, event: str, count: int) -> None:
         self.list_item(m, event, [("EventList", "Complete"), ("ListItems", count)])
 
-    def deliver(self, data: bytes) -> None:
-        """An event: written now, or held while a blocking action runs (capture 16)."""
-        if not self.authenticated or not self.send_events:
+    def deliver(self, data: bytes, category: int = 0) -> None:
+        """An event: written now, or held while a blocking action runs (capture 16); only
+        when the session's event mask holds the event's classes."""
+        if not self.authenticated or not ami_perms.wants(self.event_mask, category):
             return
         if self.held is not None:
             self.held.append(data)
@@ -250,10 +252,11 @@ async def login(s: AmiSession, m: Message) -> bool:
         s.error(m, "Authentication failed")
         return False
     s.authenticated, s.username = True, user
-    events = m.get("Events").lower()
-    s.send_events = events not in ("off", "no", "false", "0", "none")
+    mask = ami_perms.strings_to_mask(m.get("Events"))
+    if mask >= 0:
+        s.event_mask = mask
     s.ack(m, "Authentication accepted")
-    if s.send_events:
+    if s.event_mask & ami_perms.SYSTEM:
         up = int(time.time() - srv.started)
         s.send([("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", up),
                 ("LastReload", up), ("Status", "Fully Booted")])
@@ -343,9 +346,10 @@ class AmiServer:
                              else "BridgeDestroy"), ("Privilege", "call,all"), *bridge.items()])
 
     def broadcast(self, pairs: Iterable[tuple[str, object]]) -> None:
-        data = encode_block(pairs)
+        pairs = list(pairs)
+        data, category = encode_block(pairs), ami_perms.event_category(pairs)
         for session in list(self.sessions):
-            session.deliver(data)
+            session.deliver(data, category)
 
     def security_event(self, s: AmiSession, user: str) -> None:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"

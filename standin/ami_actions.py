@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from standin import ami_perms
 from standin.caller import CallerScript, parse_keys
 from standin.channel import Channel
 from standin.expressions import separate_args
@@ -51,10 +52,15 @@ async def ping(s: AmiSession, m: Message) -> None:
 
 
 async def events(s: AmiSession, m: Message) -> None:
-    mask = m.get("EventMask").lower()
-    s.send_events = mask not in ("off", "no", "false", "0", "none", "")
+    """action_events: "Events: On" for a mask with any class, "Off" for none, an error for
+    an empty one (set_eventmask leaves the mask unchanged then)."""
+    mask = ami_perms.strings_to_mask(m.get("EventMask"))
+    if mask < 0:
+        s.error(m, "Invalid event mask")
+        return
+    s.event_mask = mask
     s.send([("Response", "Success"), *([("ActionID", m.action_id)] if m.action_id else []),
-            ("Events", "On" if s.send_events else "Off")])
+            ("Events", "On" if mask > 0 else "Off")])
 
 
 async def originate_action(s: AmiSession, m: Message) -> None:

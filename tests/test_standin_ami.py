@@ -179,6 +179,38 @@ async def test_refusals_before_login_and_unknown_actions(ami: AmiServer) -> None
     assert resp["Message"].startswith("Invalid/unknown command: Frobnicate.")
 
 
+async def test_event_classes_at_login_and_by_the_events_action(ami: AmiServer) -> None:
+    """manager.c: Login's Events and the Events action's EventMask choose the classes
+    delivered; an event arrives only if the mask holds all its classes."""
+    c = await Client().connect(ami.port)
+    c.send(("Action", "Login"), ("ActionID", "l"), ("Username", "pr"), ("Secret", "s3cret"),
+           ("Events", "call,user"))
+    assert dict(await c.block())["Message"] == "Authentication accepted"
+    phones_for(ami.pbx).set("resp-1", "decline")
+    originate(c, "PJSIP/resp-1", "o1", ("Timeout", "300"))
+    await c.wait_for(Event="OriginateResponse")
+    await c.wait_for(Event="Hangup")
+    privileges = {dict(p).get("Privilege") for p in c.seen if dict(p).get("Event")}
+    assert privileges == {"call,all"}  # no FullyBooted (system), no VarSet (dialplan)
+    assert ("Event", "FullyBooted") not in [p[0] for p in c.seen if p]
+    for mask, answer in (("off", "Off"), ("system,call", "On"), ("on", "On"), ("0", "Off")):
+        c.send(("Action", "Events"), ("ActionID", mask), ("EventMask", mask))
+        assert (await c.wait_for(ActionID=mask))["Events"] == answer
+    c.send(("Action", "Events"), ("ActionID", "empty"), ("EventMask", ""))
+    assert await c.wait_for(ActionID="empty") == {"Response": "Error", "ActionID": "empty",
+                                                  "Message": "Invalid event mask"}
+    # Off: nothing at all arrives, though a whole call rings and hangs up meanwhile.
+    c.send(("Action", "Events"), ("ActionID", "quiet"), ("EventMask", "off"))
+    await c.wait_for(ActionID="quiet")
+    everyone = await client(ami)
+    originate(everyone, "PJSIP/resp-1", "o2", ("Timeout", "300"))
+    await everyone.wait_for(Event="OriginateResponse", ActionID="o2")
+    await everyone.wait_for(Event="Hangup")
+    assert everyone.events("VarSet")  # the default mask is every class
+    c.send(("Action", "Ping"), ("ActionID", "p"))
+    assert [dict(p).get("Event") for p in [await c.block()]] == [None]
+
+
 @pytest.mark.parametrize(("behaviour", "response", "reason"), [
     ("answer:0.1", "Success", "4"), ("decline", "Success", "4"),
     ("voicemail:0.2", "Success", "4"), ("hangup-in-whisper", "Success", "4"),

@@ -5,7 +5,9 @@ panoramisk 1.4 resolves an Async Originate's future only when OriginateResponse 
 the dispatch path. It re-sends unanswered actions after a reconnect; every Originate
 carries our own ChannelId, so a duplicate is refused by Asterisk instead of ringing a
 responder twice. Leg channel names come from Newchannel events (Uniqueid == ChannelId)
-and are kept in Redis, so a restarted dispatcher can still hang them up.
+and are kept in Redis, so a restarted dispatcher can still hang them up. It logs in for
+the event classes it reads (call: Newchannel, Hangup, OriginateResponse; user: our
+UserEvents; system: FullyBooted), so Asterisk doesn't send it every dialplan step.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from crisisline.config import Settings
 
 log = logging.getLogger(__name__)
 EventHandler = Callable[[dict[str, str]], Awaitable[None]]
+EVENT_CLASSES = "call,user,system"
 
 
 def leg_id(call_id: str, cycle: int, wave: int, rid: str) -> str:
@@ -53,6 +56,7 @@ class AmiGateway:
             raise RuntimeError("PR_AMI_SECRET is not set: the dispatcher can't log in to AMI")
         self.manager = Manager(host=s.ami_host, port=s.ami_port, username=s.ami_user,
                                secret=s.ami_secret, ping_delay=5, reconnect_timeout=1,
+                               events=EVENT_CLASSES,
                                loop=asyncio.get_running_loop())
         self.manager.register_event("*", self._on_event)
         await self.manager.connect()
