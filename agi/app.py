@@ -29,9 +29,12 @@ class AgiApp:
             self.menu = MenuLanguages(self.settings)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AgiApp:
+    def from_settings(cls, settings: Settings, load_speech: bool = True) -> AgiApp:
+        """``load_speech=False`` for a process that serves one call (classic AGI): a model
+        takes seconds and hundreds of MB to load, and would never be ready in time."""
         redis = async_redis(settings.effective_redis_url)
-        return cls(settings, CallStore(redis), OfferStore(redis))
+        return cls(settings, CallStore(redis), OfferStore(redis),
+                   MenuLanguages(settings, load_speech=load_speech))
 
     async def enqueue_transcription(self, call_id: str, wav_path: str, language: str) -> None:
         """Hand the message to an RQ worker; the call never waits for it, nor fails on it."""

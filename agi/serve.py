@@ -54,7 +54,7 @@ async def classic(settings: Settings) -> int:
         return 1
     if "agi_network_script" not in headers.values and headers.args:
         headers.values["agi_network_script"] = headers.args[0]
-    app = AgiApp.from_settings(settings)
+    app = AgiApp.from_settings(settings, load_speech=False)  # keys only: see README
     try:
         await AgiServer(app).run(AgiSession(reader, writer, headers,
                                             settings.agi_command_timeout_s))
