@@ -515,7 +515,14 @@ def test_retention_purges_old_personal_data_only(r: redis.Redis, jobs_settings: 
         day = 86400
         old = now - (jobs_settings.retention_days + 1) * day
         new_call(r, "old", state="ended", created_at=old, caller_number="+16175550100",
-                 transcript="오래된 메시지", transcript_status="done")
+                 transcript="오래된 메시지", transcript_status="done",
+                 callback_number="+16175550199", note="from 988: caller at home")
+        r.hset("pr:offers:old", "ana", "passed:no_answer")
+        r.sadd("pr:offered:old:0", "ana")
+        r.hset("pr:legs:old", "ana", "PJSIP/ana-00000001")
+        # Old but not finished (a dispatcher still owes it something): emptied, not deleted.
+        new_call(r, "old-live", state="dispatching", created_at=old,
+                 caller_number="+16175550102")
         new_call(r, "recent", state="ended", created_at=now - day,
                  caller_number="+16175550101", transcript="최근 메시지")
         folder = jobs_settings.recordings_path
@@ -545,7 +552,8 @@ def test_retention_purges_old_personal_data_only(r: redis.Redis, jobs_settings: 
 
         sql_record("sql-old", old)
         sql_record("sql-new", now - day)
-        assert retention.purge_expired(now) == {"calls": 1, "recordings": 1, "records": 1}
+        assert retention.purge_expired(now) == {"calls": 2, "forgotten": 1, "recordings": 1,
+                                                "records": 1}
         with Session(engine) as s:
             gone, kept = s.get(CallRecord, "sql-old"), s.get(CallRecord, "sql-new")
             assert (gone.caller_number, gone.transcript, gone.note) == (None, None, None)
@@ -553,13 +561,16 @@ def test_retention_purges_old_personal_data_only(r: redis.Redis, jobs_settings: 
             assert kept.caller_number == "+16175550100" and kept.transcript == "메시지"
             assert s.get(CallbackRequest, "sql-old").number is None
             assert s.get(CallbackRequest, "sql-new").number == "+16175550100"
-        old_call, recent_call = call(r, "old"), call(r, "recent")
-        assert "transcript" not in old_call and "caller_number" not in old_call
-        assert old_call["state"] == "ended" and old_call["transcript_status"] == "done"
+        # The finished old call is gone from Redis altogether; its SQL record remains.
+        assert not [k for k in r.keys("pr:*") if b":old" in k and b"old-live" not in k]
+        live = call(r, "old-live")
+        assert live["state"] == "dispatching" and "caller_number" not in live
+        recent_call = call(r, "recent")
         assert recent_call["transcript"] == "최근 메시지"
         assert recent_call["caller_number"] == "+16175550101"
         assert not stale.exists() and fresh.exists()
-        assert retention.purge_expired(now) == {"calls": 0, "recordings": 0, "records": 0}
+        assert retention.purge_expired(now) == {"calls": 0, "forgotten": 0, "recordings": 0,
+                                                "records": 0}
     finally:
         runtime.reset()
 

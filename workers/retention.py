@@ -1,7 +1,8 @@
 """RQ job: forget what we promised not to keep.
 
 Every hour it removes transcripts and caller numbers from calls older than
-``Settings.retention_days``, and deletes recordings left under ``var/recordings`` for more
+``Settings.retention_days`` (and, for calls that have finished, every Redis key they left:
+their SQL record keeps the de-identified facts), and deletes recordings left under ``var/recordings`` for more
 than a day (the transcription job deletes each one once its transcript is stored; what is
 left is from failed jobs, languages without a model, or crashes).
 
@@ -38,21 +39,25 @@ def purge_expired(now: float | None = None) -> dict[str, int]:
     r = runtime.connection()
     now = time.time() if now is None else now
     cutoff = now - settings.retention_days * 86400
-    calls = 0
-    for call_id in store.iter_call_ids(r):
+    calls = forgotten = 0
+    for call_id in list(store.iter_call_ids(r)):
         began = store.call_time(r, call_id)
-        if began is not None and began < cutoff and store.purge_personal(r, call_id, now):
+        if began is None or began >= cutoff:
+            continue
+        if store.purge_personal(r, call_id, now):
             calls += 1
+        if store.forget_call(r, call_id):
+            forgotten += 1
     files = purge_recordings(settings.recordings_path, now)
     records = purge_records(settings, cutoff)
-    log.info("retention: cleared transcript/number of %d live calls and %d call records older "
-             "than %d days, deleted %d recordings older than a day", calls, records,
-             settings.retention_days, files)
+    log.info("retention: cleared transcript/number of %d calls in Redis (%d finished ones "
+             "deleted there) and %d call records older than %d days, deleted %d recordings "
+             "older than a day", calls, forgotten, records, settings.retention_days, files)
     try:
         schedule_next(r, now)
     except Exception as exc:  # the purge is done; the next worker start schedules again
         log.error("retention: could not schedule the next run: %s", exc)
-    return {"calls": calls, "recordings": files, "records": records}
+    return {"calls": calls, "forgotten": forgotten, "recordings": files, "records": records}
 
 
 def purge_records(settings: Any, cutoff: float) -> int:

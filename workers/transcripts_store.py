@@ -27,8 +27,10 @@ _EVENT_FOR = {DONE: "transcript_ready", EMPTY: "transcript_ready",
               FAILED: "transcript_failed", NO_MODEL: "transcript_failed"}
 
 # Personal data a call hash may hold, cleared by retention.
-PERSONAL_FIELDS = ("transcript", "caller_number")
+PERSONAL_FIELDS = ("transcript", "caller_number", "callback_number", "note")
 ENDED_STATES = frozenset({"ended", "abandoned", "fallback"})
+# States after which nothing more happens to a call in Redis (SQL keeps its record).
+FINISHED_STATES = ENDED_STATES | {"callback"}
 
 # Write only into a call that exists (never resurrect a purged or unknown call as a stray
 # hash), and write the outcome and its event together.
@@ -99,9 +101,22 @@ def call_time(r: Redis, call_id: str) -> float | None:
 
 
 def purge_personal(r: Redis, call_id: str, now: float) -> bool:
-    """Remove the transcript and caller number from one call; True if there was any."""
+    """Remove the transcript, the caller's and callback numbers and the transfer note from
+    one call (what the SQL purge clears too); True if there was any."""
     key = call_key(call_id)
     removed = r.hdel(key, *PERSONAL_FIELDS)
     if removed:
         r.hset(key, "purged_at", f"{now:.3f}")
     return bool(removed)
+
+
+def forget_call(r: Redis, call_id: str) -> bool:
+    """Delete a finished call's keys from Redis (hash, offers, legs, offered sets): its
+    record lives on in SQL. A call not finished is left alone; True if it was deleted."""
+    state = field(r, call_id, "state")
+    if state not in FINISHED_STATES:
+        return False
+    keys = [call_key(call_id), f"{PREFIX}offers:{call_id}", f"{PREFIX}legs:{call_id}",
+            *r.scan_iter(match=f"{PREFIX}offered:{call_id}:*", count=500)]
+    r.delete(*keys)
+    return True
