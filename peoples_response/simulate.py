@@ -233,7 +233,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     runtime = read_runtime(settings)
     if runtime.get("ami") and not args.agi:
-        trace, call_id = asyncio.run(simulate_through_pbx(settings, runtime, args, client))
+        from peoples_response.ami_client import AmiError
+
+        try:
+            trace, call_id = asyncio.run(simulate_through_pbx(settings, runtime, args, client))
+        except (AmiError, OSError, TimeoutError, redis.RedisError) as exc:
+            # `up` stopped (or its PBX went away) mid-call: a reason, not a traceback.
+            print(f"simulate: lost the PBX at {runtime['ami']} ({exc or type(exc).__name__}); "
+                  "is `peoples-response up` still running?", file=sys.stderr)
+            return 1
     else:
         trace = trace_dict(asyncio.run(simulate(settings, agi, args.source, script_from_args(args))))
         call_id = None
