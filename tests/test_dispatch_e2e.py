@@ -70,6 +70,31 @@ async def test_decline_and_voicemail_pass_and_a_voicemail_is_never_bridged(live_
         await system.pbx.hangup(caller.name)
 
 
+async def test_a_responder_hearing_the_whisper_is_not_cut_off_when_the_wave_ends(
+        live_settings):
+    """The whisper (who is waiting, the caller's own message, then 8 s to press 1) can
+    outlast a wave. A responder listening to it is left alone when the wave times out; the
+    next wave rings meanwhile, and either may take the call."""
+    roster = team_roster(("ana", "dot", "es", False), ("cai", "dot", "en", False))
+    async with running_system(live_settings, roster, wave_timeout_s=1.0,
+                              max_wait_s=90) as system:
+        system.pbx.time_scale = 0.3  # the whisper lasts about 4 s: four waves' worth
+        system.phones.set("ana", "answer:2")   # presses 1 at the end of the whisper
+        system.phones.set("cai", "voicemail")  # answers, hears it all, never presses a key
+        caller = await system.call("2 02121 2")
+        call_id = await system.wait_call_id(caller, timeout=60)
+        assert await system.wait_state(call_id, {"bridged"}, timeout=60) == "bridged"
+        assert system.db.call(call_id)["accepted_by"] == "ana"
+        assert rung(system, call_id)[:2] == [("ana", "1"), ("cai", "2")]
+        waves_ended = [e for e in system.db.events(call_id) if e["type"] == "wave_timeout"]
+        assert waves_ended and waves_ended[0]["wave"] == "1"  # ana was still listening then
+        passes = [(e["responder"], e["reason"]) for e in system.db.events(call_id)
+                  if e["type"] == "offer_passed"]
+        assert ("ana", "no_answer") not in passes
+        assert not system.phones.violations
+        await system.pbx.hangup(caller.name)
+
+
 async def test_two_responders_pressing_one_at_once_one_wins_the_other_hears_it(live_settings):
     roster = team_roster(("ana", "dot", "es", False), ("bea", "dot", "es", False))
     async with running_system(live_settings, roster, default_phone="answer:1") as system:

@@ -61,6 +61,8 @@ async def whisper(session: AgiSession, app: AgiApp) -> None:
     offers = app.offers
     try:
         await session.answer()
+        if not await offers.listening(call_id, responder):
+            return  # the offer ended while the phone rang (taken, cancelled): nothing to hear
         await play_whisper(session, app, call)
         digits, _ = await session.get_data(app.prompt("en", "whisper_press_1"), ACCEPT_TIMEOUT_MS, 1)
     except CallerHungUp:

@@ -2,7 +2,8 @@
 
 Keys (prefix ``pr:``):
   responder:<rid>        hash   ringing_for, on_call_with, last_offered_at
-  offers:<call>          hash   <rid> -> "ringing:<wave>" | "passed:<reason>" | "accepted" | "cancelled"
+  offers:<call>          hash   <rid> -> "ringing:<wave>" | "ringing:<wave>:whisper" (answered,
+                                hearing who is waiting) | "passed:<reason>" | "accepted"
   offered:<call>:<cycle> set    responders offered in this cycle: nobody rings twice per wave
   commands               stream supervisor actions for the dispatcher (from the panel)
 
@@ -64,6 +65,35 @@ return 1
 """
 
 
+# An offer still ringing (or in its whisper) ends: the first reason given stands, so the
+# dispatcher's "no_answer" for a leg it hung up isn't overwritten by the whisper seeing that
+# hang-up, and an accepted offer is never turned into a pass.
+# KEYS: offers hash, events; ARGV: call id, rid, reason, now
+_PASS = """
+local current = redis.call('HGET', KEYS[1], ARGV[2])
+if not current or string.sub(current, 1, 7) ~= 'ringing' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], 'passed:' .. ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', 'type', 'offer_passed', 'call_id',
+           ARGV[1], 'at', ARGV[4], 'responder', ARGV[2], 'reason', ARGV[3])
+return 1
+"""
+
+
+# The responder answered and is hearing the whisper: still an open offer, but one a wave's
+# timeout must not cut off. KEYS: offers hash; ARGV: rid
+_LISTENING = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current or string.sub(current, 1, 8) ~= 'ringing:' then return 0 end
+if string.sub(current, -8) == ':whisper' then return 1 end
+redis.call('HSET', KEYS[1], ARGV[1], current .. ':whisper')
+return 1
+"""
+
+
+def in_whisper(status: str) -> bool:
+    return status.startswith("ringing:") and status.endswith(":whisper")
+
+
 # Live state of many responders in one round trip (a plan looks at everyone on call).
 # KEYS: responder hashes; returns ringing_for, on_call_with, last_offered_at per key.
 _STATES = """
@@ -84,6 +114,8 @@ class OfferStore:
         self._accept = redis.register_script(_ACCEPT)
         self._ring = redis.register_script(_RING)
         self._states = redis.register_script(_STATES)
+        self._pass = redis.register_script(_PASS)
+        self._listening = redis.register_script(_LISTENING)
 
     async def ring(self, call_id: str, rid: str, wave: int, cycle: int) -> bool:
         """Claim this responder for this call's wave; False if busy or already offered."""
@@ -98,16 +130,18 @@ class OfferStore:
             args=[call_id, rid, f"{time.time():.3f}"])
         return bool(got)
 
-    async def passed(self, call_id: str, rid: str, reason: str) -> None:
-        """The responder won't take it (declined, no key, hung up, taken, no answer)."""
-        now = f"{time.time():.3f}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(offers_key(call_id), rid, f"passed:{reason}")
-            pipe.xadd(EVENTS, {"type": "offer_passed", "call_id": call_id, "at": now,
-                               "responder": rid, "reason": reason},
-                      maxlen=200_000, approximate=True)
-            await pipe.execute()
+    async def passed(self, call_id: str, rid: str, reason: str) -> bool:
+        """The responder won't take it (declined, no key, hung up, taken, no answer). Only
+        an offer still ringing becomes a pass; False when it had already ended."""
+        done = await self._pass(keys=[offers_key(call_id), EVENTS],
+                                args=[call_id, rid, reason, f"{time.time():.3f}"])
         await self.release(rid, call_id)
+        return bool(done)
+
+    async def listening(self, call_id: str, rid: str) -> bool:
+        """The responder's phone answered and the whisper is playing; False when the offer
+        already ended (then the whisper has nothing to offer)."""
+        return bool(await self._listening(keys=[offers_key(call_id)], args=[rid]))
 
     async def release(self, rid: str, call_id: str) -> None:
         """Free a responder from ringing for ``call_id`` (leaves other calls alone)."""

@@ -25,7 +25,7 @@ from crisisline.config import Settings
 from crisisline.roster.model import RosterSnapshot
 from crisisline.routing import CallToRoute, ResponderState, Wave, plan
 from crisisline.stores.calls import CLAIMED, EVENTS, CallStore, call_key
-from crisisline.stores.offers import OfferStore, offered_key
+from crisisline.stores.offers import OfferStore, in_whisper, offered_key
 from workers.dispatcher.ami import AmiGateway, leg_id, parse_leg_id
 from workers.dispatcher.interpreter import Interpreters
 
@@ -318,9 +318,15 @@ class Dispatcher:
     async def end_wave(self, call_id: str, wave: Wave, cycle: int) -> None:
         offers = await self.offers.offers(call_id)
         for responder in wave.responders:
-            if offers.get(responder.id, "").startswith("ringing"):
-                await self.hangup_leg(call_id, responder.id)
+            status = offers.get(responder.id, "")
+            if in_whisper(status):
+                # Answered and listening to who is waiting (with the caller's message that
+                # can outlast a wave): never cut off; the whisper ends the offer itself.
+                continue
+            if status.startswith("ringing"):
+                # The reason first: the whisper sees the hang-up and would call it its own.
                 await self.offers.passed(call_id, responder.id, "no_answer")
+                await self.hangup_leg(call_id, responder.id)
         await self.calls.event(call_id, "wave_timeout", wave=wave.number, cycle=cycle)
 
     # ---- legs ------------------------------------------------------------------------------
@@ -335,9 +341,9 @@ class Dispatcher:
         for rid, status in offers.items():
             if rid == keep or status == "accepted":
                 continue
-            await self.hangup_leg(call_id, rid)
             if status.startswith("ringing"):
                 await self.offers.passed(call_id, rid, "cancelled")
+            await self.hangup_leg(call_id, rid)
         await self.redis.zrem(CLAIMED, call_id)
 
     async def connect(self, call_id: str, data: dict[str, str]) -> None:
