@@ -2,9 +2,10 @@
 
 Every hour it removes transcripts and caller numbers from calls older than
 ``Settings.retention_days`` (and, for calls that have finished, every Redis key they left:
-their SQL record keeps the de-identified facts), and deletes recordings left under ``var/recordings`` for more
-than a day (the transcription job deletes each one once its transcript is stored; what is
-left is from failed jobs, languages without a model, or crashes).
+their SQL record keeps the de-identified facts), and deletes recordings left under
+``var/recordings`` for more than a day (the transcription job deletes each one once its
+transcript is stored; what is left is from failed jobs, languages without a model, or
+crashes).
 
 Scheduling is idempotent by construction: the job for each hour has the id
 ``pr-retention-<hour>`` and is scheduled with ``unique=True``, so any number of workers

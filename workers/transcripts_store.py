@@ -2,7 +2,8 @@
 
 Kept to a few functions so the SQL call record can be written from here later without
 touching the jobs. Keys follow crisisline/stores/calls.py (``pr:call:<id>``, ``pr:events``);
-they're repeated rather than imported because that store is async and these jobs are not.
+they're repeated rather than imported because that store is async and these jobs are not
+(the offers store's key functions are plain and imported where needed).
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ def forget_call(r: Redis, call_id: str) -> bool:
     state = field(r, call_id, "state")
     if state not in FINISHED_STATES:
         return False
-    keys = [call_key(call_id), f"{PREFIX}offers:{call_id}", f"{PREFIX}legs:{call_id}",
-            *r.scan_iter(match=f"{PREFIX}offered:{call_id}:*", count=500)]
+    from crisisline.stores.offers import legs_key, offered_keys_pattern, offers_key
+
+    keys = [call_key(call_id), offers_key(call_id), legs_key(call_id),
+            *r.scan_iter(match=offered_keys_pattern(call_id), count=500)]
     r.delete(*keys)
     return True

@@ -5,6 +5,7 @@ Keys (prefix ``pr:``):
   offers:<call>          hash   <rid> -> "ringing:<wave>" | "ringing:<wave>:whisper" (answered,
                                 hearing who is waiting) | "passed:<reason>" | "accepted"
   offered:<call>:<cycle> set    responders offered in this cycle: nobody rings twice per wave
+  legs:<call>            hash   <rid> -> channel name of their leg
   commands               stream supervisor actions for the dispatcher (from the panel)
 
 Accepting is one Lua script: the first responder to press 1 while the caller still waits
@@ -32,6 +33,16 @@ def offers_key(call_id: str) -> str:
 
 def offered_key(call_id: str, cycle: int) -> str:
     return f"{PREFIX}offered:{call_id}:{cycle}"
+
+
+def offered_keys_pattern(call_id: str) -> str:
+    """SCAN pattern for every cycle's offered set of a call."""
+    return f"{PREFIX}offered:{call_id}:*"
+
+
+def legs_key(call_id: str) -> str:
+    """Responder id -> the Asterisk channel of their leg (from Newchannel), to hang it up."""
+    return f"{PREFIX}legs:{call_id}"
 
 
 # KEYS: call hash, offers hash, responder hash, events; ARGV: call id, rid, now

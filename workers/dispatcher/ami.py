@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,7 +49,9 @@ class AmiGateway:
         self.handlers: list[EventHandler] = []
         self.originate_results: list[Callable[[str, dict[str, str]], Awaitable[None]]] = []
         self._pending: set[asyncio.Task] = set()
-        self.connected = asyncio.Event()
+        # Since when this AMI session has heard every event (None: not logged in now). What
+        # happened before it, such as a caller's PRFallback, may have gone unheard.
+        self.listening_since: float | None = None
 
     async def connect(self) -> None:
         s = self.settings
@@ -56,12 +59,17 @@ class AmiGateway:
             raise RuntimeError("PR_AMI_SECRET is not set: the dispatcher can't log in to AMI")
         self.manager = Manager(host=s.ami_host, port=s.ami_port, username=s.ami_user,
                                secret=s.ami_secret, ping_delay=5, reconnect_timeout=1,
-                               events=EVENT_CLASSES,
-                               loop=asyncio.get_running_loop())
+                               events=EVENT_CLASSES, on_login=self._logged_in,
+                               on_disconnect=self._lost, loop=asyncio.get_running_loop())
         self.manager.register_event("*", self._on_event)
         await self.manager.connect()
-        self.connected.set()
         log.info("AMI connected to %s:%d", s.ami_host, s.ami_port)
+
+    def _logged_in(self, _manager: Manager) -> None:
+        self.listening_since = time.time()
+
+    def _lost(self, _manager: Manager, _exc: Exception | None) -> None:
+        self.listening_since = None
 
     def close(self) -> None:
         if self.manager is not None:

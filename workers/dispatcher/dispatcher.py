@@ -25,7 +25,7 @@ from crisisline.config import Settings
 from crisisline.roster.model import RosterSnapshot
 from crisisline.routing import CallToRoute, ResponderState, Wave, plan
 from crisisline.stores.calls import CLAIMED, EVENTS, CallStore, call_key
-from crisisline.stores.offers import OfferStore, in_whisper, offered_key
+from crisisline.stores.offers import OfferStore, in_whisper, legs_key, offered_key, offers_key
 from workers.dispatcher.ami import AmiGateway, leg_id, parse_leg_id
 from workers.dispatcher.interpreter import Interpreters
 
@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 LEASE_S = 15.0
 POLL_S = 0.5
 BUSY_RETRY_S = 0.5
-# A call first taken this long after it was queued may have waited with no dispatcher
-# running: ask Asterisk whether its caller is still in the waiting room before ringing.
-STALE_AFTER_S = 2.0
 LIVE = {"waiting", "dispatching"}
 
 # Asterisk's OriginateResponse Reason codes (main/pbx.c) -> why the offer ended.
@@ -180,8 +177,7 @@ class Dispatcher:
         cycle = int(data.get("cycle") or 0)
         last_wave = int(data.get("wave") or 0)
         started = float(data.get("created_at") or time.time())
-        if time.time() - float(data.get("queued_at") or started) > STALE_AFTER_S \
-                and not await self._caller_still_waiting(call_id, data):
+        if self._may_have_missed_events(data) and not await self._caller_still_waiting(call_id, data):
             return
         cycle_started, rung_in_cycle = time.time(), 0
         while True:
@@ -233,10 +229,18 @@ class Dispatcher:
                 return
             await self.end_wave(call_id, wave, cycle)
 
+    def _may_have_missed_events(self, data: dict[str, str]) -> bool:
+        """The call was queued before this AMI session began: its caller may have gone to the
+        fallback group (or hung up) while no dispatcher listened. Calls queued since are
+        known by their events, so the burst of a busy hour pays no extra round trip."""
+        since = self.ami.listening_since
+        return since is not None and float(data.get("queued_at") or 0) < since
+
     async def _caller_still_waiting(self, call_id: str, data: dict[str, str]) -> bool:
         """False when Asterisk says the caller left or went to the fallback group while no
         dispatcher was listening (its PRFallback UserEvent is then lost): the record is
-        closed instead of ringing responders for nobody. Any doubt rings."""
+        closed (which also takes it off the claimed set) instead of ringing responders for
+        nobody. Any doubt rings."""
         channel = data.get("channel")
         if not channel:
             return True
@@ -254,7 +258,6 @@ class Dispatcher:
             return True
         log.info("%s: %s was no longer waiting (%s)", self.name, call_id,
                  reply.get("Value") or reply.get("Message"))
-        await self.redis.zrem(CLAIMED, call_id)
         return False
 
     async def ring_wave(self, call_id: str, data: dict[str, str], wave: Wave,
@@ -331,7 +334,7 @@ class Dispatcher:
 
     # ---- legs ------------------------------------------------------------------------------
     async def hangup_leg(self, call_id: str, rid: str) -> None:
-        channel = await self.redis.hget(f"pr:legs:{call_id}", rid)
+        channel = await self.redis.hget(legs_key(call_id), rid)
         if channel:
             await self.ami.hangup(channel.decode())
 
@@ -341,8 +344,7 @@ class Dispatcher:
         for rid, status in offers.items():
             if rid == keep or status == "accepted":
                 continue
-            if status.startswith("ringing"):
-                await self.offers.passed(call_id, rid, "cancelled")
+            await self.offers.passed(call_id, rid, "cancelled")  # only if still ringing
             await self.hangup_leg(call_id, rid)
         await self.redis.zrem(CLAIMED, call_id)
 
@@ -381,14 +383,12 @@ class Dispatcher:
         leg = parse_leg_id(event.get("Uniqueid", ""))
         if name == "Newchannel" and leg:
             call_id, _, _, rid = leg
-            await self.redis.hset(f"pr:legs:{call_id}", rid, event.get("Channel", ""))
-            await self.redis.expire(f"pr:legs:{call_id}", 86400)
+            await self.redis.hset(legs_key(call_id), rid, event.get("Channel", ""))
+            await self.redis.expire(legs_key(call_id), 86400)
         elif name == "Hangup" and leg:
             call_id, _, _, rid = leg
-            offers = await self.offers.offers(call_id)
-            if offers.get(rid, "").startswith("ringing"):
-                await self.offers.passed(call_id, rid, "hung_up")
-            elif offers.get(rid) == "accepted":
+            if not await self.offers.passed(call_id, rid, "hung_up") and \
+                    await self.redis.hget(offers_key(call_id), rid) == b"accepted":
                 await self.calls.event(call_id, "responder_left", responder=rid)
         elif name == "UserEvent" and event.get("UserEvent") == "PRFallback":
             call_id = event.get("CallID", "")
@@ -402,7 +402,5 @@ class Dispatcher:
         if leg is None or result.get("Response") == "Success":
             return
         call_id, _, _, rid = leg
-        offers = await self.offers.offers(call_id)
-        if offers.get(rid, "").startswith("ringing"):
-            reason = ORIGINATE_REASON.get(result.get("Reason", "0"), "failed")
-            await self.offers.passed(call_id, rid, reason)
+        reason = ORIGINATE_REASON.get(result.get("Reason", "0"), "failed")
+        await self.offers.passed(call_id, rid, reason)  # only if it is still ringing
