@@ -20,8 +20,10 @@ CLASSES = ("system", "call", "log", "verbose", "command", "agent", "user", "conf
 FLAG = {name: 1 << i for i, name in enumerate(CLASSES)}
 ALL = (1 << len(CLASSES)) - 1
 SYSTEM = FLAG["system"]
-_TRUE = {"yes", "true", "y", "t", "1", "on"}   # main/utils.c ast_true
-_FALSE = {"no", "false", "n", "f", "0", "off"}  # ast_false
+# main/utils.c ast_true / ast_false, less "1" and "0": digits are a mask first (so "1" is
+# the system class alone, as in Asterisk).
+_TRUE = {"yes", "true", "y", "t", "on"}
+_FALSE = {"no", "false", "n", "f", "off"}
 
 
 def strings_to_mask(text: str) -> int:
