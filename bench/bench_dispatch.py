@@ -41,6 +41,7 @@ from crisisline.prompts.render import render_all  # noqa: E402
 from crisisline.roster.model import Responder, RosterSnapshot, Shift, Team  # noqa: E402
 from crisisline.roster.store import RosterStore  # noqa: E402
 from crisisline.stores.calls import EVENTS  # noqa: E402
+from crisisline.stores.offers import offers_key  # noqa: E402
 from peoples_response.ami_client import AmiClient  # noqa: E402
 from standin.ami import AmiServer  # noqa: E402
 from standin.caller import CallerScript  # noqa: E402
@@ -121,6 +122,8 @@ async def floor_client(settings, r: redis.Redis, stop: asyncio.Event) -> None:
                 last = eid
                 if body.get(b"type") == b"queued":
                     call_id = body[b"call_id"].decode()
+                    # The one piece of state the whisper needs: an open offer to accept.
+                    r.hset(offers_key(call_id), f"r{n:04d}", "ringing:1")
                     ami.send([("Action", "Originate"), ("Channel", f"PJSIP/r{n:04d}"),
                               ("Context", "pr-responder"), ("Exten", "s"), ("Priority", "1"),
                               ("Async", "true"), ("ChannelId", f"pr-{call_id}-0-1-r{n:04d}"),
