@@ -10,6 +10,11 @@
 # Refuses to start without PR_AMI_SECRET, or with a fallback that dials an emergency or
 # police number.
 # Arguments, when given, are run instead of Asterisk (the tests use this).
+#
+# Running outside the container (`peoples-response up`, the tests) also sets:
+#  - PR_SIP_BIND (address[:port]), PR_AMI_PORT, PR_RTP_START/PR_RTP_END: where it listens
+#  - PR_ASTERISK_INSTALL (the install prefix) and PR_ASTERISK_STATE (a folder of its own for
+#    data, spool, logs and its control socket): written as asterisk.conf [directories]
 
 set -eu
 # No globbing of values split on ',' or '&'; turned on only to copy *.conf.
@@ -188,6 +193,7 @@ for trunk in DIRECT 911 988; do
     if [ -n "$host" ]; then
         check "PR_${trunk}_TRUNK_HOST" "$host" "$HOST_ERE" "a host name or IPv4 address[:port]"
         eval "PR_${trunk}_TRUNK_CONTACT=sip:\$host"
+        eval "PR_${trunk}_TRUNK_QUALIFY=60"
         [ -n "$match" ] || match=$host
     fi
     if [ -n "$match" ]; then
@@ -216,6 +222,33 @@ if [ -n "${PR_EXTERNAL_ADDRESS:-}" ]; then
     check PR_LOCAL_NET "$PR_LOCAL_NET" "$MATCH_ERE" "a comma-separated list of networks"
 fi
 
+# Where this Asterisk listens and keeps its state, outside the container.
+if [ -n "${PR_SIP_BIND:-}" ]; then
+    check PR_SIP_BIND "$PR_SIP_BIND" '[0-9]{1,3}(\.[0-9]{1,3}){3}(:[0-9]{1,5})?' "an IPv4 address[:port]"
+fi
+for name in PR_AMI_PORT PR_RTP_START PR_RTP_END; do
+    eval "value=\${$name:-}"
+    if [ -n "$value" ]; then
+        check "$name" "$value" '[0-9]{1,5}' "a port number"
+        if [ "$value" -lt 1 ] || [ "$value" -gt 65535 ]; then die "$name must be a port (1-65535)"; fi
+    fi
+done
+if [ -n "${PR_RTP_START:-}" ] || [ -n "${PR_RTP_END:-}" ]; then
+    if [ -z "${PR_RTP_START:-}" ] || [ -z "${PR_RTP_END:-}" ] || [ "$PR_RTP_END" -le "$PR_RTP_START" ]; then
+        die "set both PR_RTP_START and PR_RTP_END, with PR_RTP_START < PR_RTP_END"
+    fi
+fi
+# A second AMI user that reads every event class (AGI commands, dialplan steps): only for
+# `simulate` and the tests on this machine, which watch a call as a person would hear it.
+if [ -n "${PR_AMI_OBSERVER_SECRET:-}" ]; then
+    check_secret PR_AMI_OBSERVER_SECRET "$PR_AMI_OBSERVER_SECRET" 16
+fi
+if [ -n "${PR_ASTERISK_INSTALL:-}" ] || [ -n "${PR_ASTERISK_STATE:-}" ]; then
+    PATH_ERE='/[A-Za-z0-9._/+-]+'
+    check PR_ASTERISK_INSTALL "${PR_ASTERISK_INSTALL:-}" "$PATH_ERE" "an absolute path"
+    check PR_ASTERISK_STATE "${PR_ASTERISK_STATE:-}" "$PATH_ERE" "an absolute path"
+fi
+
 # ---- write ---------------------------------------------------------------------------
 
 [ -d "$SRC" ] || die "no configuration to copy in $SRC"
@@ -234,7 +267,7 @@ set_marked "$ETC/manager.conf" PR_AMI_SECRET "$PR_AMI_SECRET"
 
 set_marked "$ETC/pjsip.conf" PR_FALLBACK_DESK_SECRET "$PR_FALLBACK_DESK_SECRET"
 for trunk in DIRECT 911 988; do
-    for what in CONTACT MATCH; do
+    for what in CONTACT MATCH QUALIFY; do
         eval "value=\${PR_${trunk}_TRUNK_${what}:-}"
         if [ -n "$value" ]; then
             set_marked "$ETC/pjsip.conf" "PR_${trunk}_TRUNK_${what}" "$value"
@@ -258,8 +291,47 @@ if [ -n "${PR_EXTERNAL_ADDRESS:-}" ]; then
     set_marked "$ETC/pjsip.conf" PR_LOCAL_NET "$PR_LOCAL_NET"
 fi
 
+if [ -n "${PR_SIP_BIND:-}" ]; then set_marked "$ETC/pjsip.conf" PR_SIP_BIND "$PR_SIP_BIND"; fi
+if [ -n "${PR_AMI_PORT:-}" ]; then set_marked "$ETC/manager.conf" PR_AMI_PORT "$PR_AMI_PORT"; fi
+if [ -n "${PR_RTP_START:-}" ]; then
+    set_marked "$ETC/rtp.conf" PR_RTP_START "$PR_RTP_START"
+    set_marked "$ETC/rtp.conf" PR_RTP_END "$PR_RTP_END"
+fi
+if [ -n "${PR_AMI_OBSERVER_SECRET:-}" ]; then
+    cat >>"$ETC/manager.conf" <<EOF
+
+; Written by entrypoint.sh from PR_AMI_OBSERVER_SECRET (simulate and tests only).
+[pr-observer]
+secret = $PR_AMI_OBSERVER_SECRET
+deny = 0.0.0.0/0.0.0.0
+permit = 127.0.0.1/255.255.255.255
+permit = 10.0.0.0/255.0.0.0
+read = all
+write = system,call,originate,user,reporting,agent
+EOF
+fi
+if [ -n "${PR_ASTERISK_STATE:-}" ]; then
+    state=$PR_ASTERISK_STATE
+    cat >>"$ETC/asterisk.conf" <<EOF
+
+; Written by entrypoint.sh from PR_ASTERISK_INSTALL / PR_ASTERISK_STATE.
+[directories]
+astetcdir => $ETC
+astmoddir => $PR_ASTERISK_INSTALL/lib/asterisk/modules
+astsbindir => $PR_ASTERISK_INSTALL/sbin
+astvarlibdir => $state/lib
+astdbdir => $state/lib
+astkeydir => $state/lib
+astdatadir => $state/data
+astagidir => $state/agi-bin
+astspooldir => $state/spool
+astrundir => $state/run
+astlogdir => $state/log
+EOF
+fi
+
 echo "entrypoint: AGI $PR_AGI_URL, fallback $PR_FALLBACK_DIAL (${PR_FALLBACK_RING_S}s)," \
-    "AMI on $PR_AMI_BINDADDR:5038" >&2
+    "AMI on $PR_AMI_BINDADDR:${PR_AMI_PORT:-5038}" >&2
 
 if [ "$#" -gt 0 ]; then
     exec "$@"

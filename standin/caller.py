@@ -27,7 +27,8 @@ class CallerScript:
     caller_id_name: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
     sip_headers: dict[str, str] = field(default_factory=dict)
-    speech: Path | None = None
+    speech: Path | None = None   # what the caller says in a message (RECORD FILE)
+    say: Path | None = None      # what the caller says at the language menu (spoken choice)
     stay_s: float | None = None
     extra_agi_env: dict[str, str] = field(default_factory=dict)
     # Sent as-is on the agi_calleridname line (hostile input: quotes, newlines, 10 KB).
