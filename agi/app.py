@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from agi.menu import MenuLanguages
 from crisisline.config import Settings
@@ -23,10 +25,29 @@ class AgiApp:
     offers: OfferStore
     # Languages the menu offers (all audio present) and those a caller may say aloud.
     menu: MenuLanguages = field(default=None)  # type: ignore[assignment]
+    # Work started by a call that must not hold the call up (speaking a note aloud).
+    background: set[asyncio.Task] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.menu is None:
             self.menu = MenuLanguages(self.settings)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def voice_for(self, language: str) -> str:
+        """espeak-ng's voice for a language (English when it has none)."""
+        from crisisline.prompts.render import has_voice
+
+        catalog = self.menu.catalog
+        info = catalog.languages.get(language) if catalog is not None else None
+        voice = info.voice if info is not None else "en-us"
+        try:
+            return voice if has_voice(voice) else "en-us"
+        except Exception:
+            return "en-us"
 
     @classmethod
     def from_settings(cls, settings: Settings, load_speech: bool = True) -> AgiApp:
@@ -49,6 +70,8 @@ class AgiApp:
         return f"{self.settings.asterisk_prompts_path}/{language}/{name}"
 
     async def close(self) -> None:
+        for task in list(self.background):
+            task.cancel()
         await self.store.redis.aclose()
 
 

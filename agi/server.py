@@ -15,6 +15,7 @@ from agi.protocol import (
     read_headers,
 )
 from agi.session import AgiSession, CallerHungUp
+from crisisline.call import State
 
 log = logging.getLogger(__name__)
 # asyncio's default listen backlog (100) overflowed when 1000 calls connected at once: some
@@ -75,8 +76,10 @@ class AgiServer:
                 return
             await handler(session, self.app)
         except CallerHungUp:
-            if session.call_id:
-                await self._quietly(self.app.store.abandon(session.call_id, "ivr"))
+            # Gone, unless Asterisk moved the channel on (then whoever moved it owns it now).
+            if session.call_id and not await session.moved():
+                await self._quietly(self.app.store.end(session.call_id, State.ABANDONED, "",
+                                                       "caller_hung_up"))
         except (AgiProtocolError, AgiCommandError, OSError, Exception) as exc:
             log.exception("AGI %s failed for call %s: %s", name, session.call_id, exc)
             await self._fail_toward_a_human(session, exc)

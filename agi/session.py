@@ -33,7 +33,9 @@ ESCAPE_ALL = "0123456789*#"
 
 
 class CallerHungUp(Exception):
-    """The caller is gone. Not an error: every step must expect it."""
+    """The caller is gone, or Asterisk moved the channel elsewhere (a redirect looks the
+    same on the wire: ``result=-1``, ``HANGUP``, then 511; tests/captures/fastagi_redirect_*).
+    Not an error: every step must expect it; :meth:`AgiSession.moved` tells them apart."""
 
 
 class PlaybackFailed(Exception):
@@ -146,6 +148,19 @@ class AgiSession:
     async def get_variable(self, name: str) -> str | None:
         reply = await self.command("GET VARIABLE", name)
         return reply.data if reply.result == "1" else None
+
+    async def moved(self) -> str:
+        """After CallerHungUp: where the channel was sent ("connect", "callback", "fallback")
+        when it was redirected rather than hung up; "" for a real hang-up.
+
+        Whoever redirects a caller (a responder's leg in [pr-responder], the dispatcher) first
+        sets SHARED(PR_MOVED) on the caller's channel; GET FULL VARIABLE still works on a
+        channel res_agi considers dead (tests/captures/fastagi_redirect_*)."""
+        try:
+            reply = await self.command("GET FULL VARIABLE", "${SHARED(PR_MOVED)}")
+        except (CallerHungUp, AgiCommandError):
+            return ""
+        return (reply.data or "") if reply.result == "1" else ""
 
     async def fail(self) -> None:
         """Make the dialplan see AGISTATUS=FAILURE (res_agi: a line starting "failure")."""

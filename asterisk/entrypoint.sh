@@ -3,7 +3,8 @@
 #
 # Every start copies the pristine files from $PR_ASTERISK_CONF_SRC into $PR_ASTERISK_ETC
 # and rewrites them, so a restart never works on an already-edited file.
-#  - extensions.conf [globals]: PR_AGI (from PR_AGI_URL), PR_FALLBACK_DIAL, PR_FALLBACK_RING_S
+#  - extensions.conf [globals]: PR_AGI (from PR_AGI_URL), PR_FALLBACK_DIAL, PR_FALLBACK_RING_S,
+#    PR_REASSURE_S
 #  - lines ending in "; @entrypoint:NAME" (pjsip.conf, manager.conf): the value of NAME
 # Every value is checked first: one line, a strict character set, no ';' (a comment in
 # Asterisk's files), no '$' '{' ',' '(' (dialplan expansion and argument injection).
@@ -162,6 +163,12 @@ done
 IFS=$old_ifs
 [ -n "$PR_FALLBACK_DIAL" ] || die "PR_FALLBACK_DIAL is empty"
 
+PR_REASSURE_S=${PR_REASSURE_S:-45}
+check PR_REASSURE_S "$PR_REASSURE_S" '[0-9]{1,3}' "a number of seconds"
+if [ "$PR_REASSURE_S" -lt 5 ] || [ "$PR_REASSURE_S" -gt 600 ]; then
+    die "PR_REASSURE_S must be between 5 and 600 seconds"
+fi
+
 PR_FALLBACK_RING_S=${PR_FALLBACK_RING_S:-25}
 check PR_FALLBACK_RING_S "$PR_FALLBACK_RING_S" '[0-9]{1,3}' "a number of seconds"
 if [ "$PR_FALLBACK_RING_S" -lt 5 ] || [ "$PR_FALLBACK_RING_S" -gt 120 ]; then
@@ -261,6 +268,7 @@ set -f
 set_global "$ETC/extensions.conf" PR_AGI "$PR_AGI_URL"
 set_global "$ETC/extensions.conf" PR_FALLBACK_DIAL "$PR_FALLBACK_DIAL"
 set_global "$ETC/extensions.conf" PR_FALLBACK_RING_S "$PR_FALLBACK_RING_S"
+set_global "$ETC/extensions.conf" PR_REASSURE_S "$PR_REASSURE_S"
 
 set_marked "$ETC/manager.conf" PR_AMI_BINDADDR "$PR_AMI_BINDADDR"
 set_marked "$ETC/manager.conf" PR_AMI_SECRET "$PR_AMI_SECRET"

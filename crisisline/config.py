@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lower number = answered first. 911 diversions come in with a person already in
 # acute distress on a call-taker's line; 988 has already triaged; direct is the rest.
 DEFAULT_PRIORITIES = {"911": 0, "988": 1, "direct": 2}
+# Boston's most spoken languages, in menu order; a language with missing audio is left off
+# the menu by itself (README, "Languages").
+BOSTON_LANGUAGES = ("en", "es", "ht", "kea", "pt", "yue", "cmn", "vi", "ar", "so", "ru", "fr", "am")
+ASTERISK_MODES = ("auto", "real", "standin", "external")
 
 # Secrets are never read from the file: a config file gets committed, copied, mailed.
 SECRET_FIELDS = frozenset({"ami_secret", "web_secret_key"})
@@ -47,9 +51,12 @@ class Settings:
     var_dir: str = str(ROOT / "var")
 
     timezone: str = "America/New_York"
+    # Pins the program's clock for on-call rosters (tests, demos): a local date-time in
+    # `timezone` ("2026-12-02 14:00"); the clock starts there and runs on. Empty: real time.
+    clock: str = ""
 
     # IVR
-    languages: tuple[str, ...] = ("en", "es")
+    languages: tuple[str, ...] = BOSTON_LANGUAGES
     default_language: str = "en"
     # Languages on the menu's first page (keys 1..n, then 9 for more); later pages hold 8.
     # 8 keeps issue #2's keys; 2 makes the first page "English, Spanish, more".
@@ -58,6 +65,9 @@ class Settings:
     zip_timeout_ms: int = 6000
     consent_timeout_ms: int = 5000
     max_retries: int = 2
+    # Ring responders while the caller still answers the promise, consent and message
+    # questions (queued right after the ZIP). "no": ask everything first, then queue.
+    ring_during_intake: bool = True
     priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
 
     # Prompts: rendered audio and human recordings live here, one folder per language.
@@ -65,8 +75,9 @@ class Settings:
     # How Asterisk names that folder in STREAM FILE (relative to its sounds directory).
     asterisk_prompts_path: str = "peoples-response"
 
-    # Asterisk / stand-in
-    asterisk: str = "standin"  # "standin" or "external"
+    # Asterisk: "auto" (the real one when scripts/install-asterisk installed it, else the
+    # stand-in), "real", "standin", or "external" (one `up` does not start)
+    asterisk: str = "auto"
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038
     ami_user: str = "peoples-response"
@@ -89,6 +100,16 @@ class Settings:
     # A dispatcher renews its hold on a call this often x3; one that dies loses the call to
     # another dispatcher after this many seconds.
     dispatch_lease_s: float = 15.0
+    # After a call, a responder rests this long before the next offer.
+    wrapup_s: float = 60.0
+    # Only speakers of the caller's language ring until no speaker is left or the caller has
+    # waited this long; then everyone on call (with an interpreter line when one takes it).
+    language_wait_s: float = 30.0
+    # A waiting caller hears "still looking" this often (seconds, in their language).
+    reassure_s: int = 45
+    # A queued caller no dispatcher has taken (or renewed its hold on) for this long reaches
+    # the fallback group through Asterisk alone.
+    unattended_s: int = 45
 
     # Transcription (issue 4)
     vosk_models: Mapping[str, str] = field(default_factory=dict)
@@ -248,8 +269,21 @@ def validate(s: Settings) -> list[str]:
             int(value)
         except (TypeError, ValueError):
             problems.append(f"priorities.{source} must be a whole number, got {value!r}")
-    if s.asterisk not in {"standin", "external"}:
-        problems.append(f"asterisk must be 'standin' or 'external', got {s.asterisk!r}")
+    if s.asterisk not in ASTERISK_MODES:
+        problems.append(f"asterisk must be one of {', '.join(ASTERISK_MODES)}, got {s.asterisk!r}")
+    if s.wrapup_s < 0 or s.language_wait_s < 0:
+        problems.append("wrapup_s and language_wait_s must be 0 or more")
+    if not 5 <= s.reassure_s <= 600:
+        problems.append("reassure_s must be between 5 and 600 seconds")
+    if not 5 <= s.unattended_s <= 300:
+        problems.append("unattended_s must be between 5 and 300 seconds")
+    if s.clock:
+        from crisisline.clock import ClockError, parse_pinned
+
+        try:
+            parse_pinned(s.clock, s.timezone)
+        except (ClockError, ZoneInfoNotFoundError, ValueError) as exc:
+            problems.append(f"clock: {exc}")
     if not 0.5 <= s.dispatch_lease_s <= 300:
         problems.append("dispatch_lease_s must be between 0.5 and 300 seconds")
     if s.ring_per_wave < 0:

@@ -1,10 +1,17 @@
 """The IVR's decisions, as plain data and a generator: no sockets, no Redis.
 
-``intake(ctx)`` yields steps (:class:`Play`, :class:`Ask`) and receives a :class:`Reply`
-for each :class:`Ask`; it returns an :class:`IntakeResult`. The FastAGI handler runs the
-steps; the tests run them with plain values.
+``intake(ctx)`` yields steps and receives a :class:`Reply` for each :class:`Ask` (and for
+an interruptible :class:`Play`); it returns an :class:`IntakeResult`. The FastAGI handler
+runs the steps; the tests run them with plain values.
 
-Rules a caller can rely on (issue #2):
+The path (issue 10, time to a human): the language menu, then the ZIP; then **the call is
+queued** (:class:`Queue`) and phones ring while the caller hears the promise, answers the
+consent question and, only with an explicit yes, leaves a message (:class:`Record`). A
+responder who takes the call gets the caller at once, wherever they are in these steps
+(Asterisk moves the channel; the handler notices). ``ring_during_intake=False`` asks
+everything first and queues last.
+
+Rules a caller can rely on:
 - language menu: 1 English, 2 Spanish, later languages 3-8, 9 opens the next page;
   silence means the default language, never a hang-up. Page 1 holds the first
   ``page_size`` configured languages, later pages 8 each. A language's key is its place in
@@ -12,7 +19,10 @@ Rules a caller can rely on (issue #2):
   prompts) leaves its key unused, so the rendered "press N" stays true;
 - a caller may instead say their language's name (in it) when a speech model exists for
   it: the Ask lists those languages in ``listen``, and the reply carries ``spoken``;
-- ZIP: five digits, ``#`` optional, ``*`` or ``0`` skips; silence skips;
+- **0 at any question means "a person now"**: no more questions, straight to waiting. At
+  the menu it also means the default language; at the ZIP question ``0`` (alone) skips the
+  ZIP and everything after, while ``*`` skips only the ZIP; 0 during the promise too;
+- ZIP: five digits, ``#`` optional; silence skips;
 - consent: 1 yes, 2 no; silence is "no" (a recording needs an explicit yes);
 - a wrong key is asked again at most ``max_retries`` times, then the default is taken.
 """
@@ -25,6 +35,7 @@ from dataclasses import dataclass, field
 from crisisline.call import Source
 
 MORE_KEY = "9"
+PERSON_NOW = "0"  # at any question: no more questions, a person now
 PAGE_SIZE = 8  # keys 1-8 choose a language; 9 is "more languages"
 
 
@@ -37,6 +48,8 @@ class Prompt:
 @dataclass(frozen=True)
 class Play:
     prompts: tuple[Prompt, ...]
+    # Keys that stop it; the handler replies with the key (or None when none was pressed).
+    interrupt: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,31 @@ class Reply:
         return cls("", True)
 
 
-Step = Play | Ask
+@dataclass(frozen=True)
+class Chosen:
+    """The caller's language is known: the handler records it at once (a caller sent to the
+    fallback group a moment later is still recorded in their language)."""
+
+    language: str
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Into the queue now: responders' phones start ringing."""
+
+    language: str
+    zip_code: str | None
+    neighborhood: str | None
+
+
+@dataclass(frozen=True)
+class Record:
+    """The caller's short message; only ever yielded after an explicit yes."""
+
+    language: str
+
+
+Step = Play | Ask | Chosen | Queue | Record
 
 
 @dataclass
@@ -81,6 +118,8 @@ class IntakeContext:
     transfer_language: str | None = None
     transfer_zip: str | None = None
     transfer_note: str | None = None
+    # Queue right after the ZIP (phones ring during the rest); False: queue at the end.
+    ring_during_intake: bool = True
     neighborhood_for_zip: Callable[[str], str | None] = lambda _zip: None
 
 
@@ -93,6 +132,8 @@ class IntakeResult:
     # Which answers were defaults rather than the caller's choice, for the record.
     defaulted: list[str] = field(default_factory=list)
     retries: dict[str, int] = field(default_factory=dict)
+    # Where the caller pressed 0 for a person (no questions after it), if they did.
+    person_now_at: str | None = None
 
 
 def menu_pages(languages: Sequence[str], page_size: int = PAGE_SIZE,
@@ -153,23 +194,37 @@ def intake(ctx: IntakeContext) -> Generator[Step, Reply | None, IntakeResult]:
     if language is None:
         language = yield from _choose_language(ctx, result)
     result.language = language
-
-    promise = "promise" if ctx.source is Source.DIRECT else "transfer_promise"
-    yield Play((Prompt(promise, language),))
+    yield Chosen(language)
 
     transfer_zip = normalize_zip(ctx.transfer_zip)
     if transfer_zip:
         result.zip_code = transfer_zip
-    else:
+    elif not result.person_now_at:
         result.zip_code = yield from _ask_zip(ctx, language, result)
     if result.zip_code:
         result.neighborhood = ctx.neighborhood_for_zip(result.zip_code)
 
-    if ctx.transfer_note:
-        # The call-taker already told us what is happening; don't ask the caller again.
+    queued = ctx.ring_during_intake
+    if queued:
+        yield Queue(language, result.zip_code, result.neighborhood)
+
+    if not result.person_now_at:
+        promise = "promise" if ctx.source is Source.DIRECT else "transfer_promise"
+        reply = yield Play((Prompt(promise, language),), interrupt=PERSON_NOW)
+        if reply is not None and reply.digits[:1] == PERSON_NOW:
+            result.person_now_at = "promise"
+
+    if ctx.transfer_note or result.person_now_at:
+        # The call-taker already told us what is happening (don't ask the caller again), or
+        # the caller asked for a person now.
         result.consented_to_message = False
     else:
         result.consented_to_message = yield from _ask_consent(ctx, language, result)
+    if result.consented_to_message:
+        yield Record(language)
+    if not queued:
+        yield Queue(language, result.zip_code, result.neighborhood)
+    yield Play((Prompt("waiting", language),))
     return result
 
 
@@ -200,6 +255,10 @@ def _choose_language(ctx: IntakeContext, result: IntakeResult) -> Generator[Step
         chosen = dict(options).get(key)
         if chosen:
             return chosen
+        if key == PERSON_NOW:
+            result.person_now_at = "language"
+            result.defaulted.append("language")
+            return default
         if key == MORE_KEY and page + 1 < len(pages):
             page += 1
             continue
@@ -220,7 +279,11 @@ def _ask_zip(ctx: IntakeContext, language: str,
     while True:
         reply = yield Ask("zip", (Prompt("ask_zip", language),), 5, ctx.zip_timeout_ms)
         digits = (reply or Reply.silence()).digits
-        if not digits or digits == "0" or digits.startswith("*"):
+        if digits == PERSON_NOW:
+            result.person_now_at = "zip"
+            result.defaulted.append("zip")
+            return None
+        if not digits or digits.startswith("*"):
             result.defaulted.append("zip")
             return None
         zip_code = normalize_zip(digits)
@@ -243,6 +306,9 @@ def _ask_consent(ctx: IntakeContext, language: str,
         if key == "1":
             return True
         if key == "2":
+            return False
+        if key == PERSON_NOW:
+            result.person_now_at = "consent"
             return False
         if not key:
             result.defaulted.append("consent")

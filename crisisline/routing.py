@@ -1,16 +1,27 @@
 """Who to ring for a waiting call: a pure function of (call, roster, responder states, now).
 
-Default plan (issue #3):
-  wave 1  on-call responders of the caller's neighborhood team who speak the caller's language
-  wave 2  the rest of that team on call
-  wave 3  on-call responders of adjacent teams (language speakers first)
-  wave 4  the citywide backup group on call (language speakers first)
-A caller with no known neighborhood routes citywide: wave 1 is every on-call responder who
-speaks their language, wave 2 every other, then the backup group.
+Language before neighborhood (issue 10): on a phone call, speaking the caller's language
+matters more than living in their neighborhood. Waves, each rung together:
 
-Skipped: responders on a call, ringing for another call, who passed on this call already,
-or whose destination may never be dialled (emergency or police: see destinations.py).
-Within a wave, least-recently-offered first; ``max_per_wave`` rings only the first N.
+  speakers of the caller's language, on call and free
+    wave 1  the caller's neighborhood team
+    wave 2  adjacent teams
+    wave 3  everyone else citywide (not the backup group)
+    wave 4  the citywide backup group
+  then everyone else on call, only once no speaker is left to ring, or once the caller has
+  waited ``language_wait_s`` (an interpreter line is added when one of them takes the call)
+    wave 5  the caller's team          wave 6  adjacent teams
+    wave 7  everyone else citywide     wave 8  the backup group
+  Once the caller has waited ``language_wait_s``, waves 1-4 are merged into wave 5: every
+  speaker not rung yet rings together with the caller's team (speakers first).
+
+A caller with no known neighborhood has no waves 1, 2, 5 or 6: citywide it is. No free
+on-call responder is ever left out: waves 7 and 8 reach everyone on call citywide.
+
+Skipped: responders on a call, ringing for another call, resting after one (wrap-up),
+who passed on this call already, or whose destination may never be dialled (emergency or
+police: see destinations.py). Within a wave, least recently offered first;
+``max_per_wave`` rings only the first N (the rest come in the next plan).
 """
 
 from __future__ import annotations
@@ -21,15 +32,21 @@ from datetime import datetime
 
 from crisisline.roster.model import Responder, RosterSnapshot
 
+SPEAKER_WAVES = (1, 2, 3, 4)
+EVERYONE_WAVES = (5, 6, 7, 8)
+
 
 @dataclass(frozen=True)
 class ResponderState:
     on_call_with: str | None = None     # a call id while bridged
     ringing_for: str | None = None      # a call id while an offer rings
     last_offered_at: float | None = None  # epoch seconds
+    resting_until: float | None = None  # epoch seconds: wrap-up after their last call
 
-    def free_for(self, call_id: str) -> bool:
-        return self.on_call_with is None and self.ringing_for in (None, call_id)
+    def free_for(self, call_id: str, at: float | None = None) -> bool:
+        if self.on_call_with is not None or self.ringing_for not in (None, call_id):
+            return False
+        return at is None or self.resting_until is None or self.resting_until <= at
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class CallToRoute:
     id: str
     language: str
     neighborhood: str | None
+    waited_s: float = 0.0  # since the caller was answered
 
 
 @dataclass(frozen=True)
@@ -46,13 +64,17 @@ class Wave:
     responders: tuple[Responder, ...]
     timeout_s: float
 
+    @property
+    def speakers_only(self) -> bool:
+        return self.number in SPEAKER_WAVES
+
 
 FREE = ResponderState()
 
 
 def plan(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, ResponderState],
          now: datetime, *, passed: Iterable[str] = (), wave_timeout_s: float = 20.0,
-         max_per_wave: int | None = None,
+         max_per_wave: int | None = None, language_wait_s: float = 30.0,
          refuse: Callable[[str], str | None] = lambda _dest: None,
          on_call: list[Responder] | None = None) -> list[Wave]:
     """The waves to ring, in order; empty waves are left out (numbers keep their meaning).
@@ -61,41 +83,51 @@ def plan(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, Respond
     """
     passed = frozenset(passed)
     on_call = roster.on_call(now) if on_call is None else on_call
+    at = now.timestamp()
     used: set[str] = set()
 
     def eligible(r: Responder) -> bool:
         return (r.id not in used and r.id not in passed
-                and states.get(r.id, FREE).free_for(call.id) and refuse(r.phone) is None)
+                and states.get(r.id, FREE).free_for(call.id, at) and refuse(r.phone) is None)
 
     def speaks(r: Responder) -> bool:
         return call.language in r.languages
 
-    def wave(number: int, label: str, people: Iterable[Responder],
-             language_first: bool = False) -> Wave | None:
+    def wave(number: int, label: str, people: Iterable[Responder]) -> Wave | None:
         chosen = [r for r in people if eligible(r)]
-        chosen.sort(key=lambda r: (language_first and not speaks(r),
-                                   states.get(r.id, FREE).last_offered_at or 0.0, r.id))
+        chosen.sort(key=lambda r: (not speaks(r), states.get(r.id, FREE).last_offered_at or 0.0,
+                                   r.id))
         if max_per_wave is not None:
             chosen = chosen[:max_per_wave]
         used.update(r.id for r in chosen)
         return Wave(number, label, tuple(chosen), wave_timeout_s) if chosen else None
 
     team = roster.team_for_neighborhood(call.neighborhood) if call.neighborhood else None
-    if team is not None:
-        members = [r for r in on_call if r.team_id == team.id]
-        neighbors = {t.id for t in roster.neighbors(team.id)}
-        candidates = [
-            wave(1, f"{team.name}, speaks {call.language}", [r for r in members if speaks(r)]),
-            wave(2, f"{team.name}, rest of the team", members),
-            wave(3, "adjacent teams", [r for r in on_call if r.team_id in neighbors],
-                 language_first=True),
+    neighbors = {t.id for t in roster.neighbors(team.id)} if team else set()
+    mine = [r for r in on_call if team is not None and r.team_id == team.id]
+    adjacent = [r for r in on_call if r.team_id in neighbors]
+    citywide = [r for r in on_call if not r.backup]
+    backup = [r for r in on_call if r.backup]
+    lang = call.language
+    name = team.name if team else "no team"
+
+    if call.waited_s < language_wait_s:
+        speakers = [
+            wave(1, f"{name}, speaks {lang}", [r for r in mine if speaks(r)]),
+            wave(2, f"adjacent teams, speak {lang}", [r for r in adjacent if speaks(r)]),
+            wave(3, f"citywide, speaks {lang}", [r for r in citywide if speaks(r)]),
+            wave(4, f"backup group, speaks {lang}", [r for r in backup if speaks(r)]),
         ]
+        first = [r for r in mine if not speaks(r)]
     else:
-        candidates = [
-            wave(1, f"citywide, speaks {call.language}",
-                 [r for r in on_call if speaks(r) and not r.backup]),
-            wave(2, "citywide, everyone on call", [r for r in on_call if not r.backup]),
-        ]
-    candidates.append(wave(4, "citywide backup group", [r for r in on_call if r.backup],
-                           language_first=True))
-    return [w for w in candidates if w is not None]
+        # The caller has waited long enough: speakers not rung yet ring together with the
+        # first non-speakers (speakers first within the wave, when it is capped).
+        speakers = []
+        first = [*(r for r in on_call if speaks(r)), *(r for r in mine if not speaks(r))]
+    everyone = [
+        wave(5, f"{name}, then anyone on call", first),
+        wave(6, f"adjacent teams, don't speak {lang}", [r for r in adjacent if not speaks(r)]),
+        wave(7, f"citywide, don't speak {lang}", [r for r in citywide if not speaks(r)]),
+        wave(8, f"backup group, don't speak {lang}", [r for r in backup if not speaks(r)]),
+    ]
+    return [w for w in (*speakers, *everyone) if w is not None]

@@ -9,6 +9,7 @@ is in AstDB (``phones/<number or endpoint>``, ``phones/default``), set per test 
 ``simulate --responders``:
 
   answer:SECONDS           rings, answers, presses 1 a moment into the whisper (again every 2 s)
+  answer-late:SECONDS      rings, answers, hears the whisper out (8 s), then presses 1
   decline[:SECONDS]        answers, presses 2
   never                    rings until the PBX gives up
   voicemail[:SECONDS]      answers with a greeting and never presses a key
@@ -170,6 +171,15 @@ exten => s,1,Ringing()
  same => n,Wait(${IF($["${SECS}" = ""]?2:${SECS})})
  same => n,Answer()
  same => n,Wait(1.5)
+ same => n(press),SendDTMF(1)
+ same => n,Wait(2)
+ same => n,Goto(press)
+
+[phone-answer-late]
+exten => s,1,Ringing()
+ same => n,Wait(${IF($["${SECS}" = ""]?2:${SECS})})
+ same => n,Answer()
+ same => n,Wait(8)
  same => n(press),SendDTMF(1)
  same => n,Wait(2)
  same => n,Goto(press)

@@ -58,7 +58,7 @@ class AgiSession:
         self.url = url
         self.args = args
         # AGI on a channel already hung up (the h extension) runs in dead mode from the start.
-        self.dead = channel.hung_up
+        self.dead = channel.interrupted
         self.status = "SUCCESS"
         self.transcript = AgiTranscript(url=url)
         self.reader: asyncio.StreamReader | None = None
@@ -80,8 +80,10 @@ class AgiSession:
             self.transcript.lines.append(("--", "write failed: peer closed"))
 
     async def notify_hangup(self) -> None:
-        """res_agi run_agi(): once the hang-up is seen, send HANGUP and go dead."""
-        if self.dead or not self.ch.hung_up:
+        """res_agi run_agi(): once the hang-up is seen, send HANGUP and go dead. An async
+        goto (AMI Redirect, ChannelRedirect) is a soft hang-up to res_agi too: the same
+        HANGUP, the same dead mode (tests/captures/fastagi_redirect_*)."""
+        if self.dead or not self.ch.interrupted:
             return
         self.dead = True
         self.status = "HANGUP"
@@ -92,7 +94,7 @@ class AgiSession:
         assert self.reader is not None
         read = asyncio.ensure_future(self.reader.readline())
         if not self.dead:
-            hang = asyncio.ensure_future(self.ch.hangup_event.wait())
+            hang = asyncio.ensure_future(self.ch.interrupt_event.wait())
             await asyncio.wait({read, hang}, return_when=asyncio.FIRST_COMPLETED)
             hang.cancel()
             if not read.done():  # the caller hung up between commands: tell the server now
@@ -197,7 +199,7 @@ class AgiSession:
         if result == "usage":
             await self.send("520-Invalid command syntax.  Proper usage follows:",
                             *cmd.usage.split("\n"), "520 End of proper usage.")
-        elif result == "fail" and not self.ch.hung_up:
+        elif result == "fail" and not self.ch.interrupted:
             self.status = "FAILURE"  # e.g. STREAM FILE of a missing file (capture 02)
 
     # ---- commands (reply formats from the captures) ---------------------------------------
@@ -301,14 +303,17 @@ class AgiSession:
             return "usage"
         if len(argv) == 5 and not argv[4].lstrip("-").isdigit():
             return "usage"
-        samples, interrupted = await self.pbx.play_prompt(self.ch, argv[2])
+        samples, interrupted = await self.pbx.play_prompt(self.ch, argv[2], argv[3])
         if samples is None:
             await self.send("200 result=-1 endpos=0")
             return "fail"
         if interrupted:
             await self.send(f"200 result=-1 endpos={self.pbx.played_samples(samples)}")
             return "fail"
-        # The scripted caller listens to the end: escape digits never cut a prompt short.
+        if self.ch.last_key:  # a timed key, one of the escape digits (capture 02)
+            await self.send(f"200 result={ord(self.ch.last_key[0])} endpos={self.ch.last_endpos}")
+            return "ok"
+        # A plain answer waits for the question: the scripted caller hears prompts out.
         await self.send(f"200 result=0 endpos={samples}")
         return "ok"
 
@@ -338,15 +343,27 @@ class AgiSession:
         timeout_ms = _atoi(argv[3]) if len(argv) >= 4 else 0
         maxdigits = _atoi(argv[4]) if len(argv) >= 5 else 1024
         maxdigits = maxdigits if maxdigits > 0 else 1024
+        keys = ""
         if argv[2]:
             for part in argv[2].split("&"):  # ast_app_getdata plays '&'-joined prompts
-                await self.pbx.play_prompt(self.ch, part)
-                if self.ch.hung_up:
+                await self.pbx.play_prompt(self.ch, part, "0123456789*#")
+                keys = self.ch.last_keys
+                if self.ch.interrupted or keys:
                     break
-        if self.ch.hung_up:
+        if self.ch.interrupted:
             await self.send("200 result=-1")
             return "ok"
-        token = self._answer("GET DATA")
+        if not keys:
+            # A timed answer due while GET DATA waits for digits counts here.
+            now = self.ch.trace.sim_time_s
+            pressed = self.ch.caller.pressed_between(now, now + timeout_ms / 1000)
+            if pressed is not None:
+                keys, after = pressed
+                self.ch.trace.keys.append(("GET DATA", f"{keys}@{after:g}"))
+                if await self.pbx.wait(self.ch, after):
+                    await self.send("200 result=-1")
+                    return "ok"
+        token = keys or self._answer("GET DATA")
         digits, timed_out = self.ch.caller.get_data_digits(token, maxdigits)
         # The timeout passes in (scaled) real time: a phone that presses nothing holds the
         # line that long, and the dispatcher's timers run in real time meanwhile.
@@ -359,7 +376,7 @@ class AgiSession:
     async def cmd_wait_for_digit(self, argv: list[str]) -> str:
         if len(argv) != 4 or not argv[3].lstrip("-").isdigit():
             return "usage"
-        if self.ch.hung_up:
+        if self.ch.interrupted:
             await self.send("200 result=-1")
             return "fail"
         token = self._answer("WAIT FOR DIGIT")
@@ -405,7 +422,13 @@ class AgiSession:
             await self.send("200 result=-1 (writefile)")
             return "fail"
         self.ch.trace.recordings.append(path)
-        self.ch.advance_time(take.elapsed_ms / 1000)
+        if await self.pbx.wait(self.ch, take.elapsed_ms / 1000):
+            # Hung up or moved on while recording: what was said so far is in the file
+            # (tests/captures/fastagi_redirect_recordfile.txt).
+            part = take.samples[:len(take.samples) // 2]
+            sounds.write_recording(path, argv[3], part)
+            await self.send(f"200 result=-1 (hangup) endpos={len(part)}")
+            return "fail"
         await self.send(f"200 result={take.result} ({take.marker}) endpos={len(take.samples)}")
         if take.marker == "hangup":
             self.ch.request_hangup("caller", at="RECORD FILE")

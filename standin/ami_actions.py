@@ -163,13 +163,9 @@ def _priority(s: AmiSession, context: str, exten: str, prio: str) -> int:
 
 
 def _async_goto(ch: Channel, context: str, exten: str, priority: int) -> None:
-    """ast_async_goto: the channel leaves what it is doing and goes on at the new place.
-    The interpreter skips its step to the next priority when ``jumped`` is set; a member
-    of a room leaves it the way a kick does. Elsewhere the move takes effect when the
-    running application returns (the stand-in cannot interrupt Playback or AGI)."""
-    ch.context, ch.exten, ch.priority = context, exten, priority
-    ch.jumped = True
-    ch.kicked.set()
+    """ast_async_goto: the channel stops what it is doing (a prompt, an AGI command, a
+    room) and goes on at the new place (Channel.move_to)."""
+    ch.move_to(context, exten, priority)
 
 
 async def redirect(s: AmiSession, m: Message) -> None:

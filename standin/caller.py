@@ -15,7 +15,10 @@ class CallerScript:
 
     ``keys`` holds one answer per input point (GET DATA, WAIT FOR DIGIT, GET OPTION):
     the whole token for GET DATA (``02121``, ``02121#``), its first character for
-    WAIT FOR DIGIT; ``-`` presses nothing. ``hangup_after`` = hang up once the Nth
+    WAIT FOR DIGIT; ``-`` presses nothing. A timed answer ``KEYS@SECONDS`` is pressed that
+    many seconds into the next prompt instead, whatever it is: it stops a prompt played
+    with those escape digits and is lost during one without (as on any Asterisk); answers
+    are used in their order within each kind. ``hangup_after`` = hang up once the Nth
     prompt (STREAM FILE, GET DATA's file, Playback) has been heard. ``stay_s`` is in
     real seconds (a waiting room is about other processes acting meanwhile); None
     stays until the PBX or the test hangs the channel up.
@@ -54,9 +57,32 @@ class Caller:
 
     def __init__(self, script: CallerScript) -> None:
         self.script = script
-        self._answers = list(script.keys)
+        self._answers = [k for k in script.keys if "@" not in k]
+        self._timed = [k for k in script.keys if "@" in k]
+        # A timed answer waiting to be pressed: (keys, the channel's clock when pressed).
+        self.armed: tuple[str, float] | None = None
         self.prompts_heard = 0
         self.hung_up = False
+
+    def arm(self, now: float) -> None:
+        """An audio command starts at ``now`` (the channel's clock): the next timed answer,
+        if any, is pressed that many seconds later."""
+        if self.armed is None and self._timed:
+            keys, _, at = self._timed.pop(0).partition("@")
+            try:
+                delay = float(at)
+            except ValueError:
+                delay = 0.0
+            self.armed = (keys, now + max(delay, 0.0))
+
+    def pressed_between(self, start: float, end: float) -> tuple[str, float] | None:
+        """The armed keys when they are pressed before ``end``: (keys, seconds after
+        ``start``); they are used up."""
+        if self.armed is None or self.armed[1] >= end:
+            return None
+        keys, at = self.armed
+        self.armed = None
+        return keys, max(at - start, 0.0)
 
     def hear(self) -> bool:
         """A prompt was played; True when the caller hangs up on it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,19 @@ class Channel:
         self.variables = self.trace.variables  # one dict: the trace shows the live values
         self.variables.update(script.variables)
         self.hangup_event = asyncio.Event()
+        # Set by a hang-up or an async goto (AMI Redirect, ChannelRedirect): whatever the
+        # channel is doing (a prompt, an AGI command, a room) stops.
+        self.interrupt_event = asyncio.Event()
+        self.moving: tuple[str, str, int] | None = None  # where an async goto sends it
         self.settled = asyncio.Event()  # in a room / bridged, for place_call to return
         self.kicked = asyncio.Event()
+        self.kick_result = "KICKED"
+        # The timed key that stopped the last prompt (see StandinPBX.play_prompt).
+        self.last_key, self.last_keys, self.last_endpos = "", "", 0
+        # SHARED() variables (func_global): their own namespace, settable from elsewhere.
+        self.shared: dict[str, str] = {}
+        # CONFBRIDGE(user,...) on this channel: a dynamic user profile (None: none set).
+        self.dynamic_user: dict[str, str] | None = None
         self.hangup_cause = 16
         self.task: asyncio.Task[None] | None = None
         self.stack: list[tuple[str, str, int]] = []  # Gosub return addresses
@@ -109,6 +121,11 @@ class Channel:
     def hung_up(self) -> bool:
         return self.hangup_event.is_set()
 
+    @property
+    def interrupted(self) -> bool:
+        """Hung up, or being moved elsewhere: what res_agi's ast_check_hangup() sees."""
+        return self.hangup_event.is_set() or self.moving is not None
+
     def request_hangup(self, by: str, at: str | None = None, cause: int = 16) -> None:
         """Soft hang-up: whatever is running notices and returns."""
         if self.hung_up:
@@ -118,6 +135,29 @@ class Channel:
         self.trace.hung_up_at = at or self.trace.hung_up_at or self.location()
         self.caller.hung_up = True
         self.hangup_event.set()
+        self.interrupt_event.set()
+
+    def move_to(self, context: str, exten: str, priority: int) -> None:
+        """ast_async_goto: stop what runs (a room is left as if kicked) and go on there."""
+        if self.hung_up:
+            return
+        self.moving = (context, exten, priority)
+        self.trace.log.append(f"moved to {context},{exten},{priority}")
+        self.interrupt_event.set()
+        self.kick_result = "MOVED"
+        self.kicked.set()
+
+    def take_move(self) -> bool:
+        """Apply a pending async goto (the interpreter does it between applications)."""
+        if self.moving is None or self.hung_up:
+            return False
+        self.context, self.exten, self.priority = self.moving
+        self.moving = None
+        self.jumped = True
+        self.interrupt_event.clear()
+        self.kicked.clear()
+        self.kick_result = "KICKED"
+        return True
 
     def location(self) -> str:
         return f"{self.context},{self.exten},{self.priority}"
@@ -151,7 +191,7 @@ class Channel:
             return self.read_function(name)
         builtin = {"CHANNEL": self.name, "UNIQUEID": self.uniqueid, "EXTEN": self.exten,
                    "CONTEXT": self.context, "PRIORITY": str(self.priority),
-                   "LANGUAGE": self.language}
+                   "LANGUAGE": self.language, "EPOCH": str(int(time.time()))}
         if name in builtin:
             return builtin[name]
         if name in self.variables:
@@ -168,6 +208,15 @@ class Channel:
                 self.caller_id_num = value
             elif key == ("CALLERID", "name"):
                 self.caller_id_name = value
+            elif key[0] == "SHARED":
+                var, _, other = arg.partition(",")
+                target = self.lookup(other.strip()) if other.strip() else self
+                if target is not None:
+                    target.shared[var.strip()] = value
+            elif key[0] == "CONFBRIDGE":
+                kind, _, option = arg.partition(",")
+                if kind.strip().lower() == "user":
+                    self.set_dynamic_user(option.strip().lower(), value.strip())
             else:
                 self.trace.log.append(f"write to unsupported function {name}")
             return
@@ -195,8 +244,16 @@ class Channel:
             true_v, _, false_v = rest.partition(":")
             return true_v if cond.strip() not in ("", "0") else false_v
         if func == "CHANNEL":
-            return {"language": self.language, "name": self.name,
+            return {"language": self.language, "name": self.name, "channeltype": self.tech,
                     "uniqueid": self.uniqueid}.get(argv[0].lower(), "")
+        if func == "SHARED":
+            target = self.lookup(argv[1]) if len(argv) > 1 and argv[1] else self
+            return target.shared.get(argv[0], "") if target is not None else ""
+        if func == "CUT":
+            return _cut(self.get_variable(argv[0]) or "", argv[1] if len(argv) > 1 else "-",
+                        argv[2] if len(argv) > 2 else "1")
+        if func == "PJSIP_DIAL_CONTACTS":
+            return self.contacts(argv[0]) if argv else ""
         self.trace.log.append(f"unsupported function {func}")
         return None
 
@@ -230,8 +287,34 @@ class Channel:
             return value[: int(len_s)] if len_s.isdigit() else value
         return self.get_variable(inner) or ""
 
+    # Set by the PBX: other channels by name (SHARED(var,channel)), and an endpoint's
+    # registered contacts as PJSIP_DIAL_CONTACTS gives them ("" when none).
+    lookup: Callable[[str], Channel | None] = staticmethod(lambda name: None)  # type: ignore[assignment]
+    contacts: Callable[[str], str] = staticmethod(lambda endpoint: "")  # type: ignore[assignment]
+
+    def set_dynamic_user(self, option: str, value: str) -> None:
+        """CONFBRIDGE(user,option)=value: ``template`` starts from a named profile."""
+        if option == "template":
+            self.dynamic_user = {"template": value}
+        else:
+            if self.dynamic_user is None:
+                self.dynamic_user = {"template": "default_user"}
+            self.dynamic_user[option] = value
+
     def callerid_all(self) -> str:
         return f'"{self.caller_id_name or ""}" <{self.caller_id_num or ""}>'
 
     def __repr__(self) -> str:
         return f"<Channel {self.name} at {self.location()}{' hung up' if self.hung_up else ''}>"
+
+
+def _cut(value: str, delim: str, fields: str) -> str:
+    """func_cut CUT(var,delim,fields): fields "2", "2-", "1-3" (1-based)."""
+    parts = value.split(delim or "-")
+    start_s, dash, end_s = fields.partition("-")
+    try:
+        start = int(start_s or 1)
+        end = int(end_s) if end_s else (len(parts) if dash else start)
+    except ValueError:
+        return ""
+    return (delim or "-").join(parts[start - 1:end])

@@ -209,6 +209,8 @@ class Interpreter:
         """Run from the channel's location until hang-up, an app returns -1, or the end."""
         steps = 0
         while dead or not ch.hung_up:
+            if not dead:
+                ch.take_move()  # an async goto between applications: go on there
             ext = self.dialplan.find_extension(ch.context, ch.exten)
             prio = ext.priorities.get(ch.priority) if ext else None
             if prio is None:
@@ -226,6 +228,8 @@ class Interpreter:
             if res is None:  # Asterisk would hang up here; the brief asks us to go on
                 ch.trace.log.append(f"unknown application {prio.app} at {ch.location()}")
                 res = 0
+            if not dead and ch.take_move():
+                continue  # moved while the application ran: it ended, the channel goes on
             if res < 0 or (ch.hung_up and not dead):
                 return
             if not ch.jumped:

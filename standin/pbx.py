@@ -37,14 +37,15 @@ class Room:
     bridge_uniqueid: str
     members: dict[str, Channel] = field(default_factory=dict)
     profiles: dict[str, tuple[str, str]] = field(default_factory=dict)  # bridge, user
+    options: dict[str, dict[str, str]] = field(default_factory=dict)  # each user's profile
 
 
 CONFBRIDGE_CONF = Path(__file__).resolve().parent.parent / "asterisk" / "confbridge.conf"
 
 
-def confbridge_timeouts(path: Path) -> dict[str, float]:
-    """``timeout = N`` per user-profile section of a confbridge.conf (absent file: none)."""
-    out: dict[str, float] = {}
+def confbridge_profiles(path: Path) -> dict[str, dict[str, str]]:
+    """Every section of a confbridge.conf with its options (absent file: none)."""
+    out: dict[str, dict[str, str]] = {}
     section = ""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -54,11 +55,21 @@ def confbridge_timeouts(path: Path) -> dict[str, float]:
         line = line.split(";", 1)[0].strip()
         if line.startswith("[") and "]" in line:
             section = line[1:line.index("]")]
-        elif "=" in line:
+            out.setdefault(section, {})
+        elif "=" in line and section:
             key, _, value = line.partition("=")
-            if key.strip() == "timeout" and value.strip().isdigit():
-                out[section] = float(value.strip())
+            out[section][key.strip().lower()] = value.strip()
     return out
+
+
+def confbridge_timeouts(path: Path) -> dict[str, float]:
+    """``timeout = N`` per user-profile section of a confbridge.conf (absent file: none)."""
+    return {name: float(opts["timeout"]) for name, opts in confbridge_profiles(path).items()
+            if opts.get("timeout", "").isdigit()}
+
+
+def _yes(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("yes", "true", "y", "t", "1", "on")
 
 
 class StandinPBX:
@@ -72,6 +83,7 @@ class StandinPBX:
         *,
         time_scale: float = 0.0,
         fallback_answers: bool = False,
+        desk_registered: bool = True,
         max_dial_attempts: int = 3,
         spool_dir: Path | None = None,
     ) -> None:
@@ -79,13 +91,18 @@ class StandinPBX:
         self.interp = Interpreter(self.dialplan, globals_overrides, emit=self.emit)
         self.sounds = SoundResolver(sounds_dirs, prompts_dir, prompts_prefix)
         self.time_scale = time_scale
-        # ConfBridge user profiles' `timeout` (seconds), as Asterisk reads confbridge.conf.
+        # ConfBridge user profiles, as Asterisk reads confbridge.conf.
+        self.profiles = confbridge_profiles(CONFBRIDGE_CONF)
         self.user_timeouts = confbridge_timeouts(CONFBRIDGE_CONF)
         self.fallback_answers = fallback_answers  # does anyone pick up the fallback group?
+        # Is a fallback desk phone registered (PJSIP_DIAL_CONTACTS(fallback-desk))?
+        self.desk_registered = desk_registered
         self.max_dial_attempts = max_dial_attempts  # the fallback context loops forever
         self.spool_dir = Path(spool_dir) if spool_dir else Path.cwd()
         self.channels = self.interp.channels  # live channels by name
         self.astdb: dict[tuple[str, str], str] = {}
+        # (room, prompt) played into a room by a Local channel (pr-announce).
+        self.announcements: list[tuple[str, str]] = []
         self.events: list[dict[str, Any]] = []
         self._rooms: dict[str, Room] = {}
         self._subscribers: list[EventCallback] = []
@@ -93,7 +110,8 @@ class StandinPBX:
         self._epoch = int(time.time())
         for name, app in {"agi": self._app_agi, "confbridge": self._app_confbridge,
                           "dial": self._app_dial, "playback": self._app_playback,
-                          "userevent": self._app_userevent}.items():
+                          "userevent": self._app_userevent,
+                          "channelredirect": self._app_channelredirect}.items():
             self.interp.apps[name] = app
 
     # ---- events ------------------------------------------------------------------
@@ -125,12 +143,31 @@ class StandinPBX:
                          endpoint: str = "direct-trunk", tech: str = "PJSIP") -> Channel:
         """Start a channel in ``[context]`` at ``exten``; it runs on in its own task."""
         ch = self._new_channel(context, exten, script, endpoint, tech)
-        ch.globals, ch.emit = self.interp.globals, self.emit
+        self.adopt(ch)
         self.channels[ch.name] = ch
         self.emit({"Event": "Newchannel", "Privilege": "call,all", **ch.snapshot()})
         ch.task = asyncio.create_task(self._run(ch), name=ch.name)
         await asyncio.sleep(0)
         return ch
+
+    def adopt(self, ch: Channel) -> None:
+        """Give a new channel what it needs from the PBX (globals, events, other channels)."""
+        ch.globals, ch.emit = self.interp.globals, self.emit
+        ch.lookup = self._find_channel  # type: ignore[method-assign]
+        ch.contacts = self._contacts  # type: ignore[method-assign]
+
+    def _find_channel(self, name: str) -> Channel | None:
+        """A channel by its name or uniqueid (ast_channel_get_by_name); None for ""."""
+        if not name:
+            return None
+        if name in self.channels:
+            return self.channels[name]
+        return next((c for c in self.channels.values() if c.uniqueid == name), None)
+
+    def _contacts(self, endpoint: str) -> str:
+        if endpoint == "fallback-desk" and self.desk_registered:
+            return "PJSIP/fallback-desk/sip:fallback-desk@127.0.0.5:5060"
+        return ""
 
     async def place_call(self, context: str, exten: str, script: CallerScript, *,
                          endpoint: str = "direct-trunk") -> CallTrace:
@@ -195,6 +232,7 @@ class StandinPBX:
             return False
         targets = [c for n, c in room.members.items() if channel_name in ("all", n)]
         for ch in targets:
+            ch.kick_result = "KICKED"
             ch.kicked.set()
         await asyncio.sleep(0)
         return bool(targets)
@@ -209,15 +247,36 @@ class StandinPBX:
                        **self._bridge_headers(room, 1)})
         room.members[ch.name] = ch
         room.profiles[ch.name] = (bridge_profile, user_profile)
+        room.options[ch.name] = self.user_profile(ch, user_profile)
         ch.state = STATE_UP
         ch.trace.room = room_name
         self.emit({"Event": "ConfbridgeJoin", "Privilege": "call,all",
                    **self._bridge_headers(room, len(room.members)), **ch.snapshot(),
                    "Admin": "No", "Muted": "No"})
 
+    def user_profile(self, ch: Channel, name: str) -> dict[str, str]:
+        """conf_find_user_profile: the named profile, else the channel's dynamic one (on top
+        of its template), else default_user."""
+        if name:
+            return dict(self.profiles.get(name, {}))
+        if ch.dynamic_user is not None:
+            base = dict(self.profiles.get(ch.dynamic_user.get("template", "default_user"), {}))
+            base.update({k: v for k, v in ch.dynamic_user.items() if k != "template"})
+            return base
+        return dict(self.profiles.get("default_user", {}))
+
     def _leave(self, room: Room, ch: Channel) -> None:
+        marked = _yes(room.options.get(ch.name, {}).get("marked"))
         room.members.pop(ch.name, None)
         room.profiles.pop(ch.name, None)
+        room.options.pop(ch.name, None)
+        if marked and not any(_yes(o.get("marked")) for o in room.options.values()):
+            # conf_state_multi_marked.c leave_marked: the last marked user left; every
+            # end_marked user is removed (CONFBRIDGE_RESULT=ENDMARKED).
+            for other in list(room.members.values()):
+                if _yes(room.options.get(other.name, {}).get("end_marked")):
+                    other.kick_result = "ENDMARKED"
+                    other.kicked.set()
         self.emit({"Event": "ConfbridgeLeave", "Privilege": "call,all",
                    **self._bridge_headers(room, len(room.members)), **ch.snapshot(),
                    "Admin": "No"})
@@ -235,28 +294,46 @@ class StandinPBX:
 
     # ---- media and time ------------------------------------------------------------------
     async def wait(self, ch: Channel, seconds: float) -> bool:
-        """Let ``seconds`` of simulated time pass; True when the channel hung up meanwhile."""
+        """Let ``seconds`` of simulated time pass; True when the channel hung up or was moved
+        elsewhere (an async goto) meanwhile."""
         ch.advance_time(seconds)
-        if ch.hung_up:
+        if ch.interrupted:
             return True
         if self.time_scale <= 0 or seconds <= 0:
             await asyncio.sleep(0)
-            return ch.hung_up
+            return ch.interrupted
         try:
-            await asyncio.wait_for(ch.hangup_event.wait(), seconds * self.time_scale)
+            await asyncio.wait_for(ch.interrupt_event.wait(), seconds * self.time_scale)
         except TimeoutError:
             return False
         return True
 
-    async def play_prompt(self, ch: Channel, name: str) -> tuple[int | None, bool]:
-        """Play a file to the caller: (its length in samples or None if missing,
-        whether a hang-up cut it short). The caller may hang up once it has heard it."""
+    async def play_prompt(self, ch: Channel, name: str, escape: str = ""
+                          ) -> tuple[int | None, bool]:
+        """Play a file to the caller: (its length in samples or None if missing, whether a
+        hang-up or a move cut it short). The caller may hang up once it has heard it. A
+        timed key of the caller's script stops it when it is one of ``escape``
+        (``ch.last_key`` then holds it, ``ch.last_keys`` every key of that answer, and
+        ``ch.last_endpos`` where it stopped), and is lost otherwise."""
         ch.trace.prompts.append(name)
         samples = self.sounds.duration_samples(name, ch.language)
         if samples is None:
             ch.trace.missing_prompts.append(name)
             ch.trace.log.append(f"file {name} does not exist")
-        interrupted = await self.wait(ch, (samples or 0) / RATE)
+        length = (samples or 0) / RATE
+        start = ch.trace.sim_time_s
+        ch.caller.arm(start)
+        ch.last_key, ch.last_keys, ch.last_endpos = "", "", samples or 0
+        pressed = ch.caller.pressed_between(start, start + length) if samples else None
+        if pressed is not None:
+            keys, after = pressed
+            ch.trace.keys.append(("during " + name, keys))
+            if keys[:1] and keys[0] in escape:
+                interrupted = await self.wait(ch, after)
+                ch.last_key, ch.last_keys, ch.last_endpos = keys[0], keys, int(after * RATE)
+                return samples, interrupted
+            ch.trace.log.append(f"key {keys} lost during {name} (no escape digits)")
+        interrupted = await self.wait(ch, length)
         if not interrupted and ch.caller.hear():
             ch.request_hangup("caller", at=name)
         return samples, interrupted
@@ -272,7 +349,8 @@ class StandinPBX:
     async def _stay(self, ch: Channel, where: str, timeout_s: float = 0.0) -> str:
         """Wait while bridged: returns "hangup", "kicked" or "timeout" (the user profile's)."""
         waits = {asyncio.ensure_future(ch.hangup_event.wait()): "hangup",
-                 asyncio.ensure_future(ch.kicked.wait()): "kicked"}
+                 asyncio.ensure_future(ch.kicked.wait()): "kicked",
+                 asyncio.ensure_future(ch.interrupt_event.wait()): "moved"}
         if timeout_s > 0 and self.time_scale > 0:
             waits[asyncio.ensure_future(asyncio.sleep(timeout_s * self.time_scale))] = "timeout"
         if ch.script.stay_s is not None:
@@ -284,7 +362,11 @@ class StandinPBX:
         if how == "stay":
             ch.request_hangup("caller", at=where)
             return "hangup"
-        return "hangup" if ch.hung_up else how
+        if ch.hung_up:
+            return "hangup"
+        if how in ("kicked", "moved"):
+            return ch.kick_result.lower()
+        return how
 
     # ---- applications ----------------------------------------------------------------------
     async def _app_agi(self, ch: Channel, data: str) -> int:
@@ -292,7 +374,7 @@ class StandinPBX:
         status = await AgiSession(self, ch, args[0].strip(), args[1:]).run()
         ch.set_variable("AGISTATUS", status)
         ch.trace.agi_status.append(status)
-        return -1 if status == "HANGUP" else 0
+        return -1 if status == "HANGUP" and ch.hung_up else 0
 
     async def _app_confbridge(self, ch: Channel, data: str) -> int:
         args = [*separate_args(data), "", ""]
@@ -300,15 +382,18 @@ class StandinPBX:
         if not room_name or ch.hung_up:
             return -1
         ch.kicked.clear()
+        ch.kick_result = "KICKED"
         await self.join_room(ch, room_name, args[1].strip(), args[2].strip())
         if ch.script.stay_s is None:
             ch.settled.set()
-        how = await self._stay(ch, f"ConfBridge({room_name})",
-                               self.user_timeouts.get(args[2].strip(), 0.0))
+        profile = self.user_profile(ch, args[2].strip())
+        timeout = float(profile["timeout"]) if profile.get("timeout", "").isdigit() else 0.0
+        how = await self._stay(ch, f"ConfBridge({room_name})", timeout)
         room = self._rooms.get(room_name)
         if room is not None and ch.name in room.members:
             self._leave(room, ch)
-        ch.set_variable("CONFBRIDGE_RESULT", how.upper())
+        if how != "moved":
+            ch.set_variable("CONFBRIDGE_RESULT", how.upper())
         return 0  # capture 07b: ConfBridge ended by a hang-up still returns 0
 
     async def _app_dial(self, ch: Channel, data: str) -> int:
@@ -340,7 +425,7 @@ class StandinPBX:
         ch.set_variable("DIALSTATUS", status)
         self.emit({"Event": "DialEnd", "Privilege": "call,all", **ch.snapshot(),
                    "DestChannel": dest_name, "DialStatus": status})
-        return -1 if hung else 0
+        return -1 if ch.hung_up else 0
 
     async def _app_playback(self, ch: Channel, data: str) -> int:
         files = separate_args(data)[0]
@@ -351,7 +436,34 @@ class StandinPBX:
                 status = "FAILED"  # app_playback logs a warning and goes on
             if ch.hung_up:
                 return -1
+            if ch.moving:
+                return 0
         ch.set_variable("PLAYBACKSTATUS", status)
+        return 0
+
+    async def _app_channelredirect(self, ch: Channel, data: str) -> int:
+        """app_channelredirect: ast_async_parseable_goto on another channel."""
+        args = [a.strip() for a in separate_args(data)]
+        target = self._find_channel(args[0]) if args and args[0] else None
+        if target is None:
+            ch.trace.log.append(f"ChannelRedirect: no channel {args[0] if args else ''}")
+            ch.set_variable("CHANNELREDIRECT_STATUS", "NOCHANNEL")
+            return 0
+        where = [*args[1:]]
+        context, exten, prio = target.context, target.exten, "1"
+        if len(where) == 3:
+            context, exten, prio = where
+        elif len(where) == 2:
+            exten, prio = where
+        elif len(where) == 1:
+            prio = where[0]
+        ext = self.dialplan.find_extension(context, exten)
+        number = int(prio) if prio.isdigit() else (ext.labels.get(prio, 0) if ext else 0)
+        if number < 1:
+            ch.set_variable("CHANNELREDIRECT_STATUS", "FAILURE")
+            return 0
+        target.move_to(context, exten, number)
+        ch.set_variable("CHANNELREDIRECT_STATUS", "SUCCESS")
         return 0
 
     async def _app_userevent(self, ch: Channel, data: str) -> int:

@@ -4,7 +4,9 @@ The dispatcher rings a responder with ``Action: Originate`` (``Channel: PJSIP/<e
 ``PJSIP/+1617...@direct-trunk``); a real phone then rings, is answered or not, and the
 person presses keys at the whisper. Here a *behaviour* plays that person:
 
-  ``answer:SECONDS``             rings SECONDS, answers, presses 1 at the whisper's GET DATA
+  ``answer:SECONDS``             rings SECONDS, answers, presses 1 a moment (1.5 s) into the
+                                 whisper, as a responder who has heard enough
+  ``answer-late:SECONDS``        rings SECONDS, answers, hears the whole whisper, then presses 1
   ``decline[:SECONDS]``          answers (after 2 s by default), presses 2
   ``never``                      rings until the Originate Timeout: Failure, Reason 3
   ``voicemail[:SECONDS]``        answers after 5 s by default and never presses a key: a
@@ -28,6 +30,7 @@ import asyncio
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +50,7 @@ CAUSE_TEXT = {0: "Unknown", 1: "Unallocated (unassigned) number", 16: "Normal Cl
               17: "User busy", 18: "No user responding", 19: "User alerting, no answer",
               21: "Call Rejected", 31: "Normal, unspecified",
               34: "Circuit/channel congestion"}
-KINDS = {"answer": 2.0, "decline": 2.0, "never": math.inf, "voicemail": 5.0,
+KINDS = {"answer": 2.0, "answer-late": 2.0, "decline": 2.0, "never": math.inf, "voicemail": 5.0,
          "hangup-in-whisper": 2.0, "busy": 0.0, "congestion": 0.0}
 
 
@@ -65,7 +68,7 @@ class Behaviour:
         kind, _, secs = text.strip().lower().partition(":")
         if kind not in KINDS:
             raise ValueError(f"unknown phone behaviour {text!r} (one of {', '.join(KINDS)})")
-        if kind == "answer" and not secs:
+        if kind in ("answer", "answer-late") and not secs:
             raise ValueError("answer needs its ringing time: answer:SECONDS")
         try:
             seconds = float(secs) if secs else KINDS[kind]
@@ -81,10 +84,13 @@ class Behaviour:
 
     def script(self) -> CallerScript:
         """The person (or mailbox) at the phone once it has answered."""
+        # A moment into the whisper, as localpbx/world.py's phones do on the real PBX.
         if self.kind == "answer":
+            return CallerScript(keys=["1@1.5"])
+        if self.kind == "answer-late":
             return CallerScript(keys=["1"])
         if self.kind == "decline":
-            return CallerScript(keys=["2"])
+            return CallerScript(keys=["2@1.5"])
         if self.kind == "hangup-in-whisper":
             return CallerScript(hangup_after=1)
         return CallerScript()  # voicemail: listens to everything, presses nothing
@@ -211,7 +217,7 @@ def _new_channel(pbx: StandinPBX, req: OriginateRequest, script: CallerScript) -
     ch = Channel(name, uniqueid, req.context or "default", req.exten or "s", script, tech)
     ch.priority = req.priority if req.context else 1
     ch.caller_id_num, ch.caller_id_name = req.caller_num, req.caller_name
-    ch.globals, ch.emit = pbx.interp.globals, pbx.emit
+    pbx.adopt(ch)
     ch.state = STATE_DOWN
     return ch
 
@@ -226,6 +232,41 @@ async def _pbx_sleep(pbx: StandinPBX, ch: Channel, seconds: float) -> bool:
     except TimeoutError:
         return ch.hung_up
     return True
+
+
+async def _originate_local(pbx: StandinPBX, req: OriginateRequest,
+                           done: Callable[[OriginateResult], OriginateResult]) -> OriginateResult:
+    """Originate Local/<exten>@<context>[/n] with an Application (core_local.c): the ;1 half
+    runs the application, the ;2 half the dialplan at exten@context; audio of either reaches
+    the other. When ;2 ends, ;1 hangs up. Prompts ;2 plays while ;1 is in a room are noted
+    as heard in that room (``pbx.announcements``)."""
+    target = req.dial.partition("/")[2].removesuffix("/n")
+    exten, _, context = target.partition("@")
+    if pbx.dialplan.find_extension(context, exten) is None:
+        return done(OriginateResult(False, REASON_OTHER, req.dial, req.channel_id or "<unknown>"))
+    one = _new_channel(pbx, req, CallerScript())
+    two = Channel(one.name[:-1] + "2", f"{pbx._epoch}.{pbx._seq}.2", context, exten,
+                  CallerScript(), "Local")
+    pbx.adopt(two)
+    for ch in (one, two):
+        ch.state = STATE_UP
+        pbx.channels[ch.name] = ch
+        pbx.emit({"Event": "Newchannel", "Privilege": "call,all", **ch.snapshot()})
+    for name, value in req.variables:
+        one.set_variable(name, value)
+    res = done(OriginateResult(True, REASON_ANSWER, one.name, one.uniqueid))
+
+    one.task = asyncio.create_task(_run_app(pbx, one, req.application, req.data), name=one.name)
+    start = len(two.trace.prompts)
+
+    async def run_two() -> None:
+        await pbx._run(two)
+        for prompt in two.trace.prompts[start:]:
+            pbx.announcements.append((one.trace.room or "", prompt))
+        one.request_hangup("local", at=f"{context},{exten}")
+
+    two.task = asyncio.create_task(run_two(), name=two.name)
+    return res
 
 
 def _end_unanswered(pbx: StandinPBX, ch: Channel, cause: int) -> None:
@@ -270,6 +311,8 @@ async def originate(pbx: StandinPBX, req: OriginateRequest, *, report: bool) -> 
         # thing); fast_originate then reports a plain failure with the id asked for.
         log.warning("stand-in: Originate ChannelId %s already in use", req.channel_id)
         return done(OriginateResult(False, REASON_OTHER, req.dial, req.channel_id))
+    if req.dial.lower().startswith("local/") and req.application:
+        return await _originate_local(pbx, req, done)
 
     ch = _new_channel(pbx, req, behaviour.script())
     leg = PhoneLeg(req.dial, variables.get("PR_RESPONDER"), behaviour, ch.name, ch.uniqueid,

@@ -301,12 +301,20 @@ def test_confbridge_profiles_used_by_the_dialplan_exist() -> None:
     calls = re.findall(r"ConfBridge\(([^)]*)\)", DIALPLAN.read_text(encoding="utf-8"))
     assert calls, "the dialplan joins no ConfBridge"
     used_bridges, used_users = set(), set()
+    # A ConfBridge with no user profile uses the channel's dynamic one, made from a template
+    # (CONFBRIDGE(user,template)=...), which must exist too.
+    templates = set(re.findall(r"CONFBRIDGE\(user,template\)=(\w+)", DIALPLAN.read_text()))
     for call in calls:
         args = [a.strip() for a in call.split(",")]
-        assert len(args) == 3, f"ConfBridge({call}): room, bridge profile, user profile, no menu"
+        assert len(args) in (2, 3), f"ConfBridge({call}): room, bridge profile[, user], no menu"
         used_bridges.add(args[1])
-        used_users.add(args[2])
-    assert {"pr_room"} <= used_bridges and {"pr_caller", "pr_responder"} <= used_users
+        if len(args) == 3:
+            used_users.add(args[2])
+        else:
+            assert templates, f"ConfBridge({call}) without a user profile or a template"
+    used_users |= templates
+    assert {"pr_room"} <= used_bridges
+    assert {"pr_caller", "pr_caller_waiting", "pr_responder"} <= used_users
     for name in used_bridges:
         assert conf[name].get("type") == "bridge"
     for name in used_users | {"pr_listener", "pr_supervisor"}:
@@ -317,7 +325,11 @@ def test_confbridge_profiles_used_by_the_dialplan_exist() -> None:
     caller = conf["pr_caller"]
     assert caller.get("music_on_hold_when_empty") == "yes"
     assert caller.get("quiet") == "yes"
-    assert conf["pr_responder"].get("marked") == "yes"
+    # The caller is the one marked user; everyone else leaves when the caller does.
+    assert [n for n, c in conf.items() if c.get("marked") == "yes"] == ["pr_caller",
+                                                                       "pr_caller_waiting"]
+    for name in ("pr_responder", "pr_interpreter", "pr_listener", "pr_supervisor"):
+        assert conf[name].get("end_marked") == "yes", name
     assert conf["pr_listener"].get("startmuted") == "yes"
     moh = pyst2_sections(AST / "musiconhold.conf")
     for s in conf.values():
@@ -336,7 +348,7 @@ def test_music_on_hold_classes_play_files() -> None:
 # Applications the dialplan uses -> the module that provides them.
 APP_MODULES = {"AGI": "res_agi", "ConfBridge": "app_confbridge", "Dial": "app_dial",
                "Playback": "app_playback", "Gosub": "app_stack", "ExecIf": "app_exec",
-               "UserEvent": "app_userevent"}
+               "UserEvent": "app_userevent", "ChannelRedirect": "app_channelredirect"}
 
 
 def test_modules_needed_by_the_dialplan_are_required() -> None:

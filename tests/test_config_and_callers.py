@@ -10,7 +10,12 @@ from crisisline.callers import normalize_number
 
 def test_defaults_are_valid_and_safe():
     s = config.load(env={})
-    assert s.languages == ("en", "es") and s.default_language == "en"
+    # Boston is the default: its languages in menu order (those without audio are left off
+    # the menu by themselves).
+    assert s.languages == ("en", "es", "ht", "kea", "pt", "yue", "cmn", "vi", "ar", "so", "ru",
+                           "fr", "am") and s.default_language == "en"
+    assert s.asterisk == "auto" and s.ring_during_intake and s.wrapup_s == 60
+    assert (s.reassure_s, s.unattended_s, s.language_wait_s) == (45, 45, 30)
     assert s.priority_for("911") < s.priority_for("988") < s.priority_for("direct")
     assert s.sql_url.startswith("sqlite:///")
 
@@ -29,7 +34,9 @@ def test_environment_overrides_the_file(tmp_path):
         ({"PR_AGI_PORT": "seventy"}, "agi_port"),
         ({"PR_AGI_PORT": "70000"}, "agi_port must be a TCP port"),
         ({"PR_TIMEZONE": "Mars/Olympus"}, "not a known IANA time zone"),
-        ({"PR_DEFAULT_LANGUAGE": "fr"}, "default_language 'fr' is not in languages"),
+        ({"PR_DEFAULT_LANGUAGE": "de"}, "default_language 'de' is not in languages"),
+        ({"PR_CLOCK": "tomorrow-ish"}, "clock: 'tomorrow-ish' is not a date and time"),
+        ({"PR_ASTERISK": "freepbx"}, "asterisk must be one of"),
         ({"PR_FALLBACK_NUMBERS": "911"}, "emergency number"),
         ({"PR_FALLBACK_NUMBERS": "+1 617 343 4500"}, "police line"),
         ({"PR_PRIORITIES": "911=0"}, "no entry for source 'direct'"),

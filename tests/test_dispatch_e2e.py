@@ -42,13 +42,15 @@ async def test_language_match_rings_first_and_the_caller_is_bridged(live_setting
 
 
 async def test_escalation_through_every_wave_to_the_backup_group(live_settings):
+    """Language before neighborhood: Spanish speakers of the caller's team, then of the
+    adjacent team, before anyone who doesn't speak it (the team's, then the backup group)."""
     async with running_system(live_settings, SPANISH_DOT, wave_timeout_s=0.6) as system:
         for rid in ("ana", "ben", "dee"):
             system.phones.set(rid, "never")
         caller = await system.call("2 02121 2")
         call_id = await system.wait_call_id(caller)
         assert await system.wait_state(call_id, {"bridged"}) == "bridged"
-        assert rung(system, call_id) == [("ana", "1"), ("ben", "2"), ("dee", "3"), ("gus", "4")]
+        assert rung(system, call_id) == [("ana", "1"), ("dee", "2"), ("ben", "5"), ("gus", "8")]
         assert system.db.call(call_id)["accepted_by"] == "gus"
         await system.pbx.hangup(caller.name)
 
@@ -79,13 +81,13 @@ async def test_a_responder_hearing_the_whisper_is_not_cut_off_when_the_wave_ends
     async with running_system(live_settings, roster, wave_timeout_s=1.0,
                               max_wait_s=90) as system:
         system.pbx.time_scale = 0.3  # the whisper lasts about 4 s: four waves' worth
-        system.phones.set("ana", "answer:2")   # presses 1 at the end of the whisper
+        system.phones.set("ana", "answer-late:2")   # presses 1 at the end of the whisper
         system.phones.set("cai", "voicemail")  # answers, hears it all, never presses a key
         caller = await system.call("2 02121 2")
         call_id = await system.wait_call_id(caller, timeout=60)
         assert await system.wait_state(call_id, {"bridged"}, timeout=60) == "bridged"
         assert system.db.call(call_id)["accepted_by"] == "ana"
-        assert rung(system, call_id)[:2] == [("ana", "1"), ("cai", "2")]
+        assert rung(system, call_id)[:2] == [("ana", "1"), ("cai", "5")]
         waves_ended = [e for e in system.db.events(call_id) if e["type"] == "wave_timeout"]
         assert waves_ended and waves_ended[0]["wave"] == "1"  # ana was still listening then
         passes = [(e["responder"], e["reason"]) for e in system.db.events(call_id)

@@ -14,7 +14,8 @@ from tests.intake_helpers import Redis, call, pbx_for, running_agi
 
 # Every command our IVR may send; anything else in a transcript would be an injection.
 OUR_COMMANDS = ("ANSWER", "STREAM FILE", "GET DATA", "WAIT FOR DIGIT", "SET VARIABLE",
-                "GET VARIABLE", "CHANNEL STATUS", "RECORD FILE", "failure")
+                "GET VARIABLE", "CHANNEL STATUS", "RECORD FILE", "failure",
+                "GET FULL VARIABLE \"${SHARED(PR_MOVED)}\"")
 
 
 def commands_sent(trace) -> list[str]:

@@ -15,7 +15,8 @@ def ctx(source: Source = Source.DIRECT, **kw: object) -> ivr.IntakeContext:
                              max_retries=2, neighborhood_for_zip=BOSTON.get, **kw)  # type: ignore[arg-type]
 
 
-def run(context: ivr.IntakeContext, answers: list[str | None]) -> tuple[ivr.IntakeResult, list]:
+def run(context: ivr.IntakeContext, answers: list[str | None],
+        press_during_promise: str | None = None) -> tuple[ivr.IntakeResult, list]:
     """Answer each Ask in turn ("-" or None = silence); return the result and the steps."""
     steps: list = []
     flow = ivr.intake(context)
@@ -30,6 +31,8 @@ def run(context: ivr.IntakeContext, answers: list[str | None]) -> tuple[ivr.Inta
                 reply = ivr.Reply.silence() if answer in (None, "-") else ivr.Reply(
                     answer.rstrip("#"), len(answer.rstrip("#")) < step.max_digits and
                     not answer.endswith("#"))
+            elif isinstance(step, ivr.Play) and step.interrupt and press_during_promise:
+                reply = ivr.Reply(press_during_promise, False)
             else:
                 reply = None
             step = flow.send(reply)
@@ -38,7 +41,21 @@ def run(context: ivr.IntakeContext, answers: list[str | None]) -> tuple[ivr.Inta
 
 
 def heard(steps: list) -> list[str]:
-    return [f"{p.language}/{p.name}" for s in steps for p in s.prompts]
+    return [f"{p.language}/{p.name}" for s in steps if isinstance(s, ivr.Play | ivr.Ask)
+            for p in s.prompts]
+
+
+def kinds(steps: list) -> list[str]:
+    """The path in words: questions by name, plays by prompt, queue/record/chosen."""
+    out = []
+    for s in steps:
+        if isinstance(s, ivr.Ask):
+            out.append(s.question)
+        elif isinstance(s, ivr.Play):
+            out.append(s.prompts[0].name)
+        else:
+            out.append(type(s).__name__.lower())
+    return out
 
 
 @pytest.mark.parametrize(
@@ -48,7 +65,7 @@ def heard(steps: list) -> list[str]:
         (["1", "02128#", "2"], "en", "02128", "East Boston", False),
         (["-", "-", "-"], "en", None, None, False),           # silence everywhere: defaults
         (["2", "*", "1"], "es", None, None, True),             # star skips the ZIP
-        (["1", "0", "2"], "en", None, None, False),            # 0 skips the ZIP
+        (["1", "0", "2"], "en", None, None, False),            # 0 skips the ZIP, and the rest
         (["1", "90210", "1"], "en", "90210", None, True),      # out of city: kept, citywide
         (["7", "8", "5", "-", "-"], "en", None, None, False),  # wrong keys x3 -> default
     ],
@@ -62,7 +79,50 @@ def test_direct_line_answers(keys, language, zip_code, neighborhood, consent):
 def test_language_menu_speaks_each_option_in_its_own_language():
     _, steps = run(ctx(), ["2", "02121", "1"])
     assert heard(steps)[:2] == ["en/language_option", "es/language_option"]
-    assert all(p.language == "es" for s in steps[1:] for p in s.prompts)
+    assert all(p.language == "es" for s in steps[1:] if isinstance(s, ivr.Play | ivr.Ask)
+               for p in s.prompts)
+
+
+def test_the_call_is_queued_right_after_the_zip_and_phones_ring_during_the_rest():
+    result, steps = run(ctx(), ["2", "02121", "1"])
+    assert kinds(steps) == ["language", "chosen", "zip", "queue", "promise", "consent",
+                            "record", "waiting"]
+    queue = next(s for s in steps if isinstance(s, ivr.Queue))
+    assert (queue.language, queue.zip_code, queue.neighborhood) == ("es", "02121", "Dorchester")
+
+
+def test_asking_everything_first_queues_last():
+    _, steps = run(ctx(ring_during_intake=False), ["2", "02121", "1"])
+    assert kinds(steps) == ["language", "chosen", "zip", "promise", "consent", "record",
+                            "queue", "waiting"]
+
+
+@pytest.mark.parametrize(("answers", "during_promise", "path", "at", "language"), [
+    (["0"], None, ["language", "chosen", "queue", "waiting"], "language", "en"),
+    (["2", "0"], None, ["language", "chosen", "zip", "queue", "waiting"], "zip", "es"),
+    (["2", "02121", "0"], None,
+     ["language", "chosen", "zip", "queue", "promise", "consent", "waiting"], "consent", "es"),
+    (["2", "02121"], "0", ["language", "chosen", "zip", "queue", "promise", "waiting"],
+     "promise", "es"),
+])
+def test_zero_means_a_person_now_at_any_question(answers, during_promise, path, at, language):
+    result, steps = run(ctx(), answers, press_during_promise=during_promise)
+    assert kinds(steps) == path
+    assert result.person_now_at == at and result.language == language
+    assert not result.consented_to_message  # nothing recorded without an explicit 1
+
+
+def test_star_skips_only_the_zip():
+    result, steps = run(ctx(), ["2", "*", "1"])
+    assert kinds(steps) == ["language", "chosen", "zip", "queue", "promise", "consent",
+                            "record", "waiting"]
+    assert result.zip_code is None and result.person_now_at is None
+
+
+def test_a_message_is_asked_for_only_after_an_explicit_yes():
+    for consent, recorded in (("1", True), ("2", False), ("-", False), ("5", False)):
+        _, steps = run(ctx(), ["1", "02121", consent, consent, consent])
+        assert ("record" in kinds(steps)) is recorded, consent
 
 
 def test_wrong_keys_are_retried_a_bounded_number_of_times_then_defaulted():
@@ -92,7 +152,9 @@ def test_transfer_skips_what_the_center_told_us(source):
                   transfer_note="caller is safe, wants to talk")
     result, steps = run(context, [])
     assert [s for s in steps if isinstance(s, ivr.Ask)] == []
-    assert heard(steps) == ["es/transfer_promise"]
+    assert heard(steps) == ["es/transfer_promise", "es/waiting"]
+    # Queued as soon as Asterisk hands us the call: phones ring during the promise.
+    assert kinds(steps) == ["chosen", "queue", "transfer_promise", "waiting"]
     assert (result.language, result.neighborhood) == ("es", "East Boston")
 
 
@@ -100,7 +162,7 @@ def test_transfer_with_unusable_fields_asks_the_caller():
     context = ctx(Source.NINE_ONE_ONE, transfer_language="klingon", transfer_zip="0212x")
     result, steps = run(context, ["2", "02121", "2"])
     assert [s.question for s in steps if isinstance(s, ivr.Ask)] == ["language", "zip", "consent"]
-    assert heard(steps)[2] == "es/transfer_promise"
+    assert heard(steps)[3] == "es/transfer_promise"  # after the ZIP: phones already ring
     assert result.language == "es"
 
 

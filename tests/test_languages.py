@@ -83,8 +83,9 @@ def test_a_spoken_language_is_taken_on_any_page() -> None:
     ask = next(flow)
     assert isinstance(ask, ivr.Ask) and ask.listen == ("ko",)
     assert "ko" not in {p.language for p in ask.prompts}  # ko is on page 2
-    play = flow.send(ivr.Reply("", True, spoken="ko"))
-    assert play.prompts == (ivr.Prompt("promise", "ko"),)
+    assert flow.send(ivr.Reply("", True, spoken="ko")) == ivr.Chosen("ko")
+    zip_question = flow.send(None)
+    assert zip_question.prompts == (ivr.Prompt("ask_zip", "ko"),)
 
 
 def test_interpreter_settings_refuse_emergency_and_police(tmp_path: Path) -> None:
@@ -118,7 +119,7 @@ async def test_every_language_on_the_menu_is_chosen_and_heard_alone(menu_setting
     assert all(lng == "en" for lng, name in named(trace) if name == "language_more")
     rest = after_menu(trace)
     assert {lng for lng, _ in rest} == {lang}, rest
-    assert [n for _, n in rest] == ["promise", "ask_zip", "ask_consent", "waiting"]
+    assert [n for _, n in rest] == ["ask_zip", "promise", "ask_consent", "waiting"]
     assert not list(menu_settings.recordings_path.glob("choice-*"))  # nothing kept
 
 
@@ -225,7 +226,8 @@ async def test_no_responder_speaks_it_an_interpreter_joins_the_room(menu_setting
         assert await until(lambda: kinds(system, call_id) & {"interpreter_added"})
         added = [e for e in system.db.events(call_id) if e["type"] == "interpreter_added"]
         assert added and (added[0]["language"], added[0]["destination"]) == ("ht", INTERPRETER)
-        assert system.db.call(call_id)["interpreter"] == INTERPRETER
+        # Named in the record only once the line is in the room.
+        assert await until(lambda: system.db.call(call_id).get("interpreter") == INTERPRETER)
         room = f"call-{call_id}"
         legs = [leg for leg in system.phones.legs if INTERPRETER in leg.dial]
         assert [leg.dial for leg in legs] == [f"PJSIP/{INTERPRETER}@direct-trunk"]
@@ -265,9 +267,16 @@ async def test_a_busy_interpreter_line_is_rung_again_then_given_up(
         assert legs == [f"pri-{call_id}-ht-{n}" for n in (1, 2, 3)]
         assert [(e["attempt"], e["retrying"]) for e in failures()] == [
             ("1", "1"), ("2", "1"), ("3", "0")]
-        # The responder stays with the caller throughout.
+        # The responder stays with the caller throughout, and both are told, in the room,
+        # in the caller's language and then in English; the record names no interpreter.
         assert system.db.call(call_id)["state"] == "bridged"
         assert any("ana" in c.name for c in system.pbx.rooms.get(f"call-{call_id}", []))
+        assert await until(lambda: "interpreter_unavailable" in kinds(system, call_id))
+        assert await until(lambda: [p for r, p in system.pbx.announcements
+                                    if r == f"call-{call_id}"] == [
+            "peoples-response/ht/interpreter_unavailable",
+            "peoples-response/en/whisper_interpreter_unavailable"], timeout=10)
+        assert not system.db.call(call_id).get("interpreter")
         await system.pbx.hangup(caller.name)
 
 

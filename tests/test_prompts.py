@@ -15,11 +15,13 @@ from crisisline.prompts.render import ToolMissing, audio_status, plan, render_al
 
 CALLER = ["language_option", "language_more", "promise", "transfer_promise", "ask_zip",
           "zip_not_recognized", "invalid_key", "ask_consent", "record_message", "waiting",
-          "still_looking", "you_are_next", "connecting", "callback_offer",
-          "callback_enter_number", "callback_confirmed", "goodbye_callback", "interpreter_joining"]
+          "still_looking", "connecting", "callback_offer",
+          "callback_enter_number", "callback_confirmed", "goodbye_callback", "interpreter_joining",
+          "interpreter_unavailable", "responder_left"]
 RESPONDER = ["whisper_intro", "whisper_source_direct", "whisper_source_911",
              "whisper_source_988", "whisper_language", "whisper_neighborhood_unknown",
-             "whisper_press_1", "whisper_taken", "whisper_message", "neighborhood"]
+             "whisper_press_1", "whisper_taken", "whisper_message", "neighborhood", "whisper_note",
+             "whisper_still_recording", "whisper_interpreter_unavailable"]
 BOSTON = ["en", "es", "ht", "kea", "pt", "yue", "cmn", "vi", "ar", "so", "ru", "fr", "am"]
 
 TINY = """

@@ -52,28 +52,39 @@ CALL_ES_DOT = CallToRoute("c1", "es", "Dorchester")
 
 
 @pytest.mark.parametrize(("call", "states", "passed", "expected"), [
-    # language match in wave 1, rest of team, adjacent team (Spanish first), backups
-    (CALL_ES_DOT, {}, (), [(1, ["ana"]), (2, ["ben", "cai"]), (3, ["dee", "eli"]),
-                           (4, ["hal", "gus"])]),
-    # English caller: the whole team speaks English, wave 2 has no one left
+    # language first: Spanish speakers of the team, of the adjacent team, citywide (East
+    # Boston is not adjacent and still rings), the backup group's; then the others
+    (CALL_ES_DOT, {}, (), [(1, ["ana"]), (2, ["dee"]), (3, ["fay"]), (4, ["hal"]),
+                           (5, ["ben", "cai"]), (6, ["eli"]), (8, ["gus"])]),
+    # English caller: everyone near speaks English; fay (Spanish only) rings last citywide
     (CallToRoute("c1", "en", "Dorchester"), {}, (),
-     [(1, ["ana", "ben", "cai"]), (3, ["dee", "eli"]), (4, ["gus", "hal"])]),
+     [(1, ["ana", "ben", "cai"]), (2, ["dee", "eli"]), (4, ["gus", "hal"]), (7, ["fay"])]),
     # busy on another call, ringing for another call: skipped; ringing for this call: kept
     (CALL_ES_DOT, {"ana": ResponderState(on_call_with="c9"), "ben": ResponderState(ringing_for="c8"),
                    "cai": ResponderState(ringing_for="c1")}, (),
-     [(2, ["cai"]), (3, ["dee", "eli"]), (4, ["hal", "gus"])]),
+     [(2, ["dee"]), (3, ["fay"]), (4, ["hal"]), (5, ["cai"]), (6, ["eli"]), (8, ["gus"])]),
+    # resting after a call (wrap-up) until 15:00: skipped; rested until 13:00: rung
+    (CALL_ES_DOT, {"ana": ResponderState(resting_until=NOW.timestamp() + 3600),
+                   "dee": ResponderState(resting_until=NOW.timestamp() - 3600)}, (),
+     [(2, ["dee"]), (3, ["fay"]), (4, ["hal"]), (5, ["ben", "cai"]), (6, ["eli"]), (8, ["gus"])]),
     # who passed on this call is not rung again
-    (CALL_ES_DOT, {}, ("ana", "dee"), [(2, ["ben", "cai"]), (3, ["eli"]), (4, ["hal", "gus"])]),
+    (CALL_ES_DOT, {}, ("ana", "dee"),
+     [(3, ["fay"]), (4, ["hal"]), (5, ["ben", "cai"]), (6, ["eli"]), (8, ["gus"])]),
     # least recently offered first within a wave
     (CALL_ES_DOT, {"ben": ResponderState(last_offered_at=200.0),
                    "cai": ResponderState(last_offered_at=100.0)}, (),
-     [(1, ["ana"]), (2, ["cai", "ben"]), (3, ["dee", "eli"]), (4, ["hal", "gus"])]),
-    # unknown neighborhood: citywide by language, then everyone, then backups
+     [(1, ["ana"]), (2, ["dee"]), (3, ["fay"]), (4, ["hal"]), (5, ["cai", "ben"]), (6, ["eli"]),
+      (8, ["gus"])]),
+    # unknown neighborhood: citywide by language, then everyone citywide, backups last
     (CallToRoute("c1", "es", None), {}, (),
-     [(1, ["ana", "dee", "fay"]), (2, ["ben", "cai", "eli"]), (4, ["hal", "gus"])]),
+     [(3, ["ana", "dee", "fay"]), (4, ["hal"]), (7, ["ben", "cai", "eli"]), (8, ["gus"])]),
     # a neighborhood no team serves routes citywide too
     (CallToRoute("c1", "ht", "Mattapan"), {}, (),
-     [(1, ["cai"]), (2, ["ana", "ben", "dee", "eli", "fay"]), (4, ["gus", "hal"])]),
+     [(3, ["cai"]), (7, ["ana", "ben", "dee", "eli", "fay"]), (8, ["gus", "hal"])]),
+    # waited past language_wait_s (30 s): the speakers not rung yet ring with the caller's
+    # team at once, speakers first
+    (CallToRoute("c1", "es", "Dorchester", waited_s=31), {}, ("ana",),
+     [(5, ["dee", "fay", "hal", "ben", "cai"]), (6, ["eli"]), (8, ["gus"])]),
 ])
 def test_waves(call, states, passed, expected):
     assert names(plan(call, roster(), states, NOW, passed=passed)) == expected
@@ -90,7 +101,7 @@ def test_only_people_on_call_are_rung_and_overrides_count():
     extra = Override("eli", "extra", datetime(2026, 11, 26, 13, tzinfo=NY),
                      datetime(2026, 11, 26, 15, tzinfo=NY))
     waves = plan(CALL_ES_DOT, roster(shifts=shifts, overrides=(sick, extra)), {}, NOW)
-    assert names(waves) == [(1, ["ana"]), (3, ["eli"]), (4, ["gus"])]
+    assert names(waves) == [(1, ["ana"]), (6, ["eli"]), (8, ["gus"])]
 
 
 @pytest.mark.parametrize(("at", "on"), [
@@ -121,6 +132,25 @@ def test_no_wave_ever_rings_an_emergency_or_police_number():
     waves = plan(CALL_ES_DOT, roster(people=people), {}, NOW,
                  refuse=lambda dest: destinations.refusal(dest, s))
     assert names(waves) == [(1, ["cai"])]
+
+
+def test_no_free_responder_on_call_is_ever_left_out():
+    """Whatever the caller's language and neighborhood, the waves together reach every free
+    responder on call citywide (the backup group included)."""
+    everyone = {p.id for p in PEOPLE}
+    for lang in ("es", "en", "ht", "vi"):
+        for hood in ("Dorchester", "Roxbury", "East Boston", "Mattapan", None):
+            for waited in (0, 60):
+                waves = plan(CallToRoute("c1", lang, hood, waited), roster(), {}, NOW)
+                rung = [x.id for w in waves for x in w.responders]
+                assert sorted(rung) == sorted(everyone), (lang, hood, waited)
+
+
+def test_nobody_who_speaks_the_language_waits_behind_someone_who_doesnt():
+    for call in (CALL_ES_DOT, CallToRoute("c1", "ht", "Roxbury"), CallToRoute("c1", "es", None)):
+        order = [x for w in plan(call, roster(), {}, NOW) for x in w.responders]
+        speaks = [call.language in x.languages for x in order]
+        assert speaks == sorted(speaks, reverse=True), call
 
 
 def test_wave_timeout_is_configurable():

@@ -5,6 +5,7 @@ the h extension reports the hang-up. Real sockets, a fake FastAGI server per tes
 from __future__ import annotations
 
 import asyncio
+import time
 import wave
 from pathlib import Path
 
@@ -54,12 +55,13 @@ class IvrServer:
 
 
 async def queue_call(env: dict[str, str], send) -> None:
-    """What our IVR does on success: sets PR_CALL_ID, PR_QUEUED=1 last."""
+    """What our IVR does on success: sets PR_CALL_ID, a dispatcher deadline, PR_QUEUED=1."""
     if env["agi_network_script"].startswith("intake"):
         await send("ANSWER")
         await send('STREAM FILE peoples-response/en/promise ""')
         await send("GET DATA peoples-response/en/zip 6000 5")
         await send("SET VARIABLE PR_CALL_ID 42")
+        await send(f"SET VARIABLE PR_ATTENDED_UNTIL {int(time.time()) + 600}")
         await send("SET VARIABLE PR_QUEUED 1")
 
 
@@ -100,8 +102,8 @@ def test_queued_caller_waits_in_its_room_and_h_reports_the_hangup(tmp_path: Path
     assert trace.agi_status == ["SUCCESS", "SUCCESS"]  # the IVR, then the h extension's
     assert sessions[0]["agi_network_script"] == "intake?source=direct"
     assert sessions[0]["agi_callerid"] == "6175551234"
-    assert sessions[1]["agi_network_script"] == "hangup?call=42"
-    assert sessions[1]["agi_extension"] == "h" and sessions[1]["agi_context"] == "pr-intake"
+    assert sessions[1]["agi_network_script"] == "hangup?call=42&in=waiting_room"
+    assert sessions[1]["agi_extension"] == "h" and sessions[1]["agi_context"] == "pr-waiting"
     assert trace.transcripts[0].replies[-1] == "200 result=1"
     assert "200 result=02121" in trace.transcripts[0].replies
     kinds = [e["Event"] for e in events if e["Event"] != "VarSet"]
@@ -112,7 +114,38 @@ def test_queued_caller_waits_in_its_room_and_h_reports_the_hangup(tmp_path: Path
     assert (join["Conference"], join["Channel"]) == ("call-42", trace.channel)
     assert trace.hung_up_by == "pbx"
     assert trace.path[:2] == [("from-direct", "6175550100", 1, "Goto"), ("from-direct", "s", 1, "NoOp")]
-    assert ("pr-intake", "h", 2, "AGI") in trace.path
+    assert ("pr-waiting", "h", 2, "AGI") in trace.path
+
+
+def test_a_queued_caller_nobody_attends_reaches_the_fallback_group(tmp_path: Path) -> None:
+    """PR_ATTENDED_UNTIL passes (no dispatcher pushed it on): Asterisk alone sends the
+    caller from the waiting room to the fallback group."""
+    async def soon(env: dict[str, str], send) -> None:
+        if env["agi_network_script"].startswith("intake"):
+            await send("SET VARIABLE PR_CALL_ID 43")
+            await send(f"SET VARIABLE PR_ATTENDED_UNTIL {int(time.time()) + 1}")
+            await send("SET VARIABLE PR_QUEUED 1")
+
+    async def main():
+        async with IvrServer(soon) as ivr:
+            pbx = make_pbx(tmp_path, ivr.port, time_scale=0.05, fallback_answers=True)
+            return await pbx.place_call("from-direct", "6175550100", CallerScript(stay_s=0.2))
+    trace = asyncio.run(main())
+    assert trace.room == "call-43" and trace.fallback_dialed
+    assert [e["UserEvent"] for e in trace.events if e["Event"] == "UserEvent"][:2] == [
+        "PRUnattended", "PRFallback"]
+    assert trace.variables["CONFBRIDGE_RESULT"] == "TIMEOUT"
+
+
+def test_with_no_desk_registered_the_fallback_group_dials_nothing_and_keeps_company(
+        tmp_path: Path) -> None:
+    async def main():
+        async with IvrServer(close_at_once) as ivr:
+            pbx = make_pbx(tmp_path, ivr.port, desk_registered=False)
+            return await pbx.place_call("from-direct", "6175550100", CallerScript(
+                hangup_after=3))
+    trace = asyncio.run(main())
+    assert trace.dialed == [] and trace.prompts.count("pls-hold-while-try") >= 2
 
 
 def test_server_closing_early_is_success_but_not_queued_so_fallback(tmp_path: Path) -> None:
@@ -128,8 +161,7 @@ def test_server_closing_early_is_success_but_not_queued_so_fallback(tmp_path: Pa
     assert trace.loop_guard and "attempted 3 times" in trace.loop_guard
     assert "pls-hold-while-try" in trace.prompts
     user_events = [e for e in trace.events if e["Event"] == "UserEvent"]
-    assert user_events[0]["UserEvent"] == "PRFallback"
-    assert user_events[0]["AGIStatus"] == "SUCCESS" and user_events[0]["CallID"] == ""
+    assert user_events[0]["UserEvent"] == "PRFallback" and user_events[0]["CallID"] == ""
     # h of pr-fallback: no call id, so no hang-up AGI
     assert trace.path[-1] == ("pr-fallback", "h", 3, "NoOp")
 
@@ -162,7 +194,7 @@ def test_caller_hangs_up_in_the_ivr_h_runs_the_hangup_agi(tmp_path: Path) -> Non
     trace, sessions = asyncio.run(main())
     assert trace.agi_status == ["HANGUP", "SUCCESS"]
     assert trace.transcripts[0].replies[-3:] == ["200 result=-1", "HANGUP", "200 result=0"]
-    assert sessions[1]["agi_network_script"] == "hangup?call=7"
+    assert sessions[1]["agi_network_script"] == "hangup?call=7&in=intake"
     assert not trace.fallback_dialed
 
 
@@ -173,13 +205,14 @@ def test_911_transfer_reads_headers_but_keeps_channel_variables(tmp_path: Path) 
             return await pbx.place_call("from-911", "6175550100", CallerScript(
                 variables={"TRANSFER_LANGUAGE": "es"},
                 sip_headers={"x-transfer-language": "en", "X-Transfer-Zip": "02121",
-                             "X-Transfer-Note": "caller: upset? (calm now)"},
+                             "X-Transfer-Note": "calm now :) then: upstairs, (door open"},
                 stay_s=0))
     trace = asyncio.run(main())
     assert trace.variables["PR_SOURCE"] == "911"
     assert trace.variables["TRANSFER_LANGUAGE"] == "es"
     assert trace.variables["TRANSFER_ZIP"] == "02121"
-    assert trace.variables["TRANSFER_NOTE"] == "caller: upset? (calm now)"
+    # The whole note, ")" and all: no application's argument parser touches it.
+    assert trace.variables["TRANSFER_NOTE"] == "calm now :) then: upstairs, (door open"
     assert trace.room == "call-42" and trace.hung_up_by == "caller"
     assert trace.variables["CONFBRIDGE_RESULT"] == "HANGUP"
 
@@ -197,7 +230,7 @@ def test_kick_from_room_continues_the_dialplan(tmp_path: Path) -> None:
     assert rooms == {}
     assert trace.variables["CONFBRIDGE_RESULT"] == "KICKED"
     assert trace.hung_up_by == "dialplan"
-    assert ("pr-intake", "s", 8, "Hangup") in trace.path  # after the TIMEOUT check
+    assert ("pr-waiting", "s", 12, "Hangup") in trace.path  # done: not a TIMEOUT
 
 
 # ---- the parser and the expression language ------------------------------------------------
@@ -205,7 +238,7 @@ def test_our_dialplan_parses() -> None:
     dp = Dialplan.load(EXTENSIONS)
     assert dp.globals["PR_FALLBACK_DIAL"] == "PJSIP/fallback-desk"
     ring = dp.find_extension("pr-fallback", "s")
-    assert ring is not None and ring.labels["ring"] == 3
+    assert ring is not None and ring.labels["ring"] == 3 and ring.labels["hold"] == 7
     assert dp.find_extension("from-direct", "6175550100").pattern == "_X."
     assert dp.find_extension("pr-intake", "h").priorities[3].label == "done"
 

@@ -1,7 +1,11 @@
-"""``hangup?call=<id>``: run by the dialplan's ``h`` extension when a caller leaves.
+"""``hangup?call=<id>&in=<where>[&dial=<DIALSTATUS>]``: run by the dialplan's ``h``
+extension when a caller leaves.
 
-By then the channel is gone; only the headers matter. Idempotent: a call that the IVR
-already marked abandoned, or that ended, is left as it is.
+By then the channel is gone; only the headers matter. ``in`` says where the dialplan had
+the caller (intake, waiting_room, connect, callback_offer, fallback), so the record is true
+to what happened even when no dispatcher was running: a caller who spoke with the fallback
+desk is recorded as the fallback group's (answered), never as abandoned. Idempotent: a
+call already ended where it happened is left as it is.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from crisisline.call import State
 
 log = logging.getLogger(__name__)
 CALL_ID = re.compile(r"^[0-9a-f]{6,32}$")
+WHERE = {"intake", "waiting_room", "connect", "callback_offer", "fallback", "room"}
 
 
 @handler("hangup")
 async def hangup(session: AgiSession, app: AgiApp) -> None:
-    call_id = session.headers.query.get("call", "")
+    query = session.headers.query
+    call_id = query.get("call", "")
+    where = query.get("in", "")
+    where = where if where in WHERE else ""
     if not CALL_ID.match(call_id):
         log.warning("hangup for a malformed call id %r ignored", call_id[:80])
         return
@@ -28,10 +36,24 @@ async def hangup(session: AgiSession, app: AgiApp) -> None:
     if call is None:
         log.warning("hangup for unknown call %s", call_id)
         return
+    store = app.store
+    if where == "fallback":
+        answered = query.get("dial", "") == "ANSWER"
+        await store.update(call_id, fallback_answered="1" if answered else "0")
+        if call.state in (State.IVR, State.WAITING, State.DISPATCHING):
+            await store.to_fallback(call_id, "fallback_group")
+        await store.event(call_id, "caller_left", state="fallback", answered=int(answered))
+        return
     if call.state is State.BRIDGED:
-        await app.store.end(call_id, State.ENDED, "bridged", "call_ended")
+        await store.end(call_id, State.ENDED, "bridged", "call_ended")
     elif call.state in (State.IVR, State.WAITING, State.DISPATCHING):
-        await app.store.abandon(call_id, "waiting_room" if call.state is not State.IVR else "ivr")
+        if await store.field(call_id, "time_to_human_s"):
+            # They spoke with a responder, who left; the caller waited again, then left.
+            await store.end(call_id, State.ENDED, "waiting_after_responder", "call_ended")
+        else:
+            step = "waiting_room" if where == "waiting_room" else \
+                (await store.field(call_id, "step") or where or "ivr")
+            await store.abandon(call_id, step)
     elif call.state in (State.CALLBACK, State.FALLBACK):
-        await app.store.event(call_id, "caller_left", state=call.state.value)
+        await store.event(call_id, "caller_left", state=call.state.value)
     # ENDED / ABANDONED: already recorded where it happened.

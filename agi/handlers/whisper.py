@@ -1,9 +1,13 @@
-"""``whisper?call=<id>&responder=<id>``: what a responder hears before the bridge.
+"""``whisper?call=<id>&responder=<id>&speaks=0|1``: what a responder hears before the bridge.
 
-Who is waiting (source, language, neighborhood, the caller's own words when they agreed to
-leave a message), then "press 1 to take this call". Only a 1, pressed by the first
-responder to press it while the caller is still waiting, sets ``PR_ACCEPTED=1``; the
-dialplan bridges no one else. A voicemail box never presses 1, so it is never bridged.
+Who is waiting (source, language, neighborhood or "not given", the transferring center's
+note read aloud, the caller's own words when their message is finished, or that they are
+still recording one), then "press 1 to take this call". **A 1 at any moment of it takes
+the call**; any other key passes. Only a 1, pressed by the first responder to press it while
+the caller is still waiting, sets ``PR_ACCEPTED=1`` and tells the dialplan where the caller
+is (``PR_CALLER_CHANNEL``) and how to connect them (``PR_CONNECT``): [pr-responder] moves
+the caller there itself, so the bridge doesn't wait on any other process. A voicemail box
+never presses 1, so it is never bridged.
 """
 
 from __future__ import annotations
@@ -13,24 +17,44 @@ import re
 
 from agi.app import AgiApp
 from agi.handlers import handler
-from agi.session import AgiSession, CallerHungUp, PlaybackFailed
+from agi.session import ESCAPE_ALL, AgiSession, CallerHungUp, PlaybackFailed
+from crisisline import destinations
 from crisisline.call import Call
 from crisisline.neighborhoods import slug
 
 log = logging.getLogger(__name__)
 ID = re.compile(r"^[0-9A-Za-z_.\-]{1,64}$")
 ACCEPT_TIMEOUT_MS = 8000
+CONNECT = "pr-connect"
+CONNECT_WITH_INTERPRETER = "pr-connect-interpreter"
+
+
+class Keyed(Exception):
+    """The responder pressed a key during the whisper."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 async def _play(session: AgiSession, app: AgiApp, language: str, name: str) -> None:
-    """A whisper prompt; a missing one is skipped rather than losing the offer."""
+    """A whisper prompt any key interrupts; a missing one is skipped rather than losing
+    the offer."""
+    await _play_file(session, app.prompt(language, name))
+
+
+async def _play_file(session: AgiSession, path: str) -> None:
     try:
-        await session.stream_file(app.prompt(language, name))
+        key = await session.stream_file(path, ESCAPE_ALL)
     except PlaybackFailed:
-        log.warning("whisper prompt %s/%s missing", language, name)
+        log.warning("whisper: %s could not be played", path)
+        return
+    if key:
+        raise Keyed(key)
 
 
 async def play_whisper(session: AgiSession, app: AgiApp, call: Call, language: str = "en") -> None:
+    """The whisper; raises Keyed at the first key the responder presses."""
     await _play(session, app, language, "whisper_intro")
     await _play(session, app, language, f"whisper_source_{call.source.value}")
     await _play(session, app, language, f"whisper_language_{call.language}")
@@ -38,13 +62,29 @@ async def play_whisper(session: AgiSession, app: AgiApp, call: Call, language: s
         await _play(session, app, language, f"neighborhood_{slug(call.neighborhood)}")
     else:
         await _play(session, app, language, "whisper_neighborhood_unknown")
-    recording = call.extra.get("message_file")
-    if call.consented_to_message and recording:
+    note = call.extra.get("note_file")
+    if note:
+        await _play(session, app, language, "whisper_note")
+        await _play_file(session, note)
+    # Read again: the caller may have finished (or started) a message meanwhile.
+    state = await app.store.field(call.id, "message_state") or ""
+    recording = await app.store.field(call.id, "x_message_file") or ""
+    if state == "done" and recording:
         await _play(session, app, language, "whisper_message")
-        try:
-            await session.stream_file(recording)
-        except PlaybackFailed:
-            log.warning("call %s: the caller's message %s could not be played", call.id, recording)
+        await _play_file(session, recording)
+    elif state == "recording":
+        await _play(session, app, language, "whisper_still_recording")
+
+
+def connect_context(app: AgiApp, call: Call, speaks: bool) -> str:
+    """[pr-connect], or [pr-connect-interpreter] when the responder doesn't speak the
+    caller's language and an interpreter line (never police) is configured for it."""
+    if speaks:
+        return CONNECT
+    line = str(app.settings.interpreters.get(call.language) or "").strip()
+    if not line or destinations.refusal(line, app.settings):
+        return CONNECT
+    return CONNECT_WITH_INTERPRETER
 
 
 @handler("whisper")
@@ -63,17 +103,25 @@ async def whisper(session: AgiSession, app: AgiApp) -> None:
         await session.answer()
         if not await offers.listening(call_id, responder):
             return  # the offer ended while the phone rang (taken, cancelled): nothing to hear
-        await play_whisper(session, app, call)
-        digits, _ = await session.get_data(app.prompt("en", "whisper_press_1"), ACCEPT_TIMEOUT_MS, 1)
+        try:
+            await play_whisper(session, app, call)
+            digits, _ = await session.get_data(app.prompt("en", "whisper_press_1"),
+                                               ACCEPT_TIMEOUT_MS, 1)
+        except Keyed as pressed:
+            digits = pressed.key
+        except PlaybackFailed:
+            digits = await session.wait_for_digit(ACCEPT_TIMEOUT_MS)
     except CallerHungUp:
         await offers.passed(call_id, responder, "hung_up_in_whisper")
         return
-    except PlaybackFailed:
-        digits = await session.wait_for_digit(ACCEPT_TIMEOUT_MS)
     if digits[:1] != "1":
         await offers.passed(call_id, responder, "declined" if digits else "no_key")
         return
     if await offers.accept(call_id, responder):
+        current = await app.store.get(call_id) or call
+        await session.set_variable("PR_CALLER_CHANNEL", current.channel)
+        await session.set_variable("PR_CONNECT",
+                                   connect_context(app, current, query.get("speaks") != "0"))
         await session.set_variable("PR_ACCEPTED", "1")
         return
     await offers.passed(call_id, responder, "taken_by_another")

@@ -166,6 +166,21 @@ def _render_one(job: Job, dest: Path) -> str:
     return digest
 
 
+def speak_text(text: str, voice: str, dest: Path, timeout_s: float = 15.0) -> Path:
+    """Free text (a transferring center's note) to audio Asterisk plays, atomically. The
+    text goes through standard input, never the command line."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="speak-", dir=dest.parent) as tmp:
+        raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(RATE_WPM), "-w", str(raw), "--stdin"],
+                       input=text.encode(), capture_output=True, check=True, timeout=timeout_s)
+        subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16",
+                        "-e", "signed-integer", str(out)], capture_output=True, check=True,
+                       timeout=timeout_s)
+        os.replace(out, dest)
+    return dest
+
+
 def render_all(settings: Settings, catalog: Catalog, languages: Iterable[str] | None = None,
                progress: Progress | None = None, force: bool = False) -> RenderReport:
     """Render what changed; never overwrite a human recording. ``force`` re-renders our own."""

@@ -28,13 +28,22 @@ class CallRecord(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Caller and responder both in the room: what time_to_human_s measures.
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     time_to_human_s: Mapped[float | None] = mapped_column(Float)
     waves_used: Mapped[int] = mapped_column(Integer, default=0)
     answered_by: Mapped[str | None] = mapped_column(String(64))
     # bridged | callback | abandoned | fallback
     outcome: Mapped[str] = mapped_column(String(16), index=True)
+    # Where the caller was when the call ended (language, zip, promise, consent, message,
+    # waiting_room, ...); end_reason says why when it wasn't the caller (pbx_gone, max_wait).
     end_step: Mapped[str | None] = mapped_column(String(32))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    # The fallback group had the caller: did a person there answer?
+    fallback_answered: Mapped[bool | None] = mapped_column(Boolean)
+    # Which Asterisk node the call came in on (several PBXs behind a SIP proxy).
+    pbx_node: Mapped[str | None] = mapped_column(String(64))
     consented_to_message: Mapped[bool] = mapped_column(Boolean, default=False)
     interpreter: Mapped[str | None] = mapped_column(String(64))
     # Identifying: purged by retention, audited on every read.

@@ -105,7 +105,9 @@ def snapshot(settings: Settings) -> RosterSnapshot:
 
 
 def oncall_text(settings: Settings, at: datetime | None = None) -> str:
-    return oncall.format_on_call(snapshot(settings), at or datetime.now(UTC))
+    from crisisline.clock import now
+
+    return oncall.format_on_call(snapshot(settings), at or now(settings.timezone, settings.clock))
 
 
 def parse_at(text: str, zone: ZoneInfo) -> datetime:

@@ -4,6 +4,8 @@ Keys (prefix ``pr:``):
   call:<id>   hash    the call (crisisline.call.Call.to_hash) plus dispatch fields
   queue       zset    waiting calls, score = priority * 1e13 + arrival in ms: (priority, arrival)
   claimed     zset    calls a dispatcher has taken, score = lease deadline (epoch s)
+  live        set     every call not ended yet (what reconciliation with the PBX checks)
+  channel:<name> str  the call on that Asterisk channel (a day), for its Hangup event
   events      stream  every state change: type, call_id, at, and details
 
 Taking a call is one Lua script (pop + lease + mark), so two dispatchers can never take
@@ -22,12 +24,17 @@ from crisisline.call import Call, State
 PREFIX = "pr:"
 QUEUE = PREFIX + "queue"
 CLAIMED = PREFIX + "claimed"
+LIVE = PREFIX + "live"
 EVENTS = PREFIX + "events"
 EVENTS_MAXLEN = 200_000
 
 
 def call_key(call_id: str) -> str:
     return f"{PREFIX}call:{call_id}"
+
+
+def channel_key(channel: str) -> str:
+    return f"{PREFIX}channel:{channel}"
 
 
 def queue_score(priority: int, arrival: float) -> float:
@@ -48,19 +55,33 @@ return {id, score}
 """
 
 # Leave the queue and any lease, but only while the call is still live (not already ended).
-# KEYS: queue, claimed, events; ARGV: prefix, id, state, step, now, event type
+# An empty step means "where the caller was" (the IVR keeps it in the hash as it goes).
+# KEYS: queue, claimed, events, live; ARGV: prefix, id, state, step, now, event type, reason
 _END = """
 local key = ARGV[1] .. 'call:' .. ARGV[2]
 local state = redis.call('HGET', key, 'state')
 if not state then return 0 end
+local step = ARGV[4]
+if step == '' then step = redis.call('HGET', key, 'step') or '' end
+if step == '' then step = ARGV[7] end
 if state == 'ended' or state == 'abandoned' or state == 'fallback' or state == 'callback' then
   return 0
 end
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('HSET', key, 'state', ARGV[3], 'end_step', ARGV[4], 'ended_at', ARGV[5])
+-- Nobody stays "ringing for" a call that has ended (they would never be offered another).
+local offers = redis.call('HGETALL', ARGV[1] .. 'offers:' .. ARGV[2])
+for i = 1, #offers, 2 do
+  local rkey = ARGV[1] .. 'responder:' .. offers[i]
+  if redis.call('HGET', rkey, 'ringing_for') == ARGV[2] then
+    redis.call('HSET', rkey, 'ringing_for', '')
+  end
+end
+redis.call('SREM', KEYS[4], ARGV[2])
+redis.call('HSET', key, 'state', ARGV[3], 'end_step', step, 'ended_at', ARGV[5],
+           'end_reason', ARGV[7])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', ARGV[6], 'call_id', ARGV[2],
-           'at', ARGV[5], 'step', ARGV[4], 'previous_state', state)
+           'at', ARGV[5], 'step', step, 'reason', ARGV[7], 'previous_state', state)
 return 1
 """
 
@@ -85,6 +106,15 @@ return out
 """
 
 
+# Fields of a call that exists; never a fragment of one (after Redis lost its data, the IVR's
+# next update must not create a call hash with no id). KEYS: call hash; ARGV: field, value...
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
 class CallStore:
     """Async adapter over Redis. One per process; cheap to share between sessions."""
 
@@ -93,6 +123,7 @@ class CallStore:
         self._claim = redis.register_script(_CLAIM)
         self._end = redis.register_script(_END)
         self._requeue = redis.register_script(_REQUEUE)
+        self._update = redis.register_script(_UPDATE)
 
     async def event(self, call_id: str, type_: str, **fields: Any) -> None:
         body = {"type": type_, "call_id": call_id, "at": f"{time.time():.3f}"}
@@ -104,15 +135,22 @@ class CallStore:
         call.created_at = call.created_at or time.time()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(call_key(call.id), mapping=call.to_hash())
+            pipe.sadd(LIVE, call.id)
+            if call.channel:
+                pipe.set(channel_key(call.channel), call.id, ex=86400)
             pipe.xadd(EVENTS, {"type": "call_started", "call_id": call.id,
                                "at": f"{call.created_at:.3f}", "source": call.source.value},
                       maxlen=EVENTS_MAXLEN, approximate=True)
             await pipe.execute()
 
-    async def update(self, call_id: str, **fields: Any) -> None:
-        mapping = {k: ("" if v is None else ("1" if v is True else "0" if v is False else str(v)))
-                   for k, v in fields.items()}
-        await self.redis.hset(call_key(call_id), mapping=mapping)
+    async def update(self, call_id: str, **fields: Any) -> bool:
+        """Set fields of an existing call; False (and nothing written) when it is gone."""
+        flat: list[str] = []
+        for k, v in fields.items():
+            flat += [k, "" if v is None else ("1" if v is True else "0" if v is False else str(v))]
+        if not flat:
+            return True
+        return bool(await self._update(keys=[call_key(call_id)], args=flat))
 
     async def enqueue(self, call: Call) -> None:
         """Into the waiting room's queue, ordered by (priority, arrival)."""
@@ -159,10 +197,13 @@ class CallStore:
                                   args=[PREFIX, f"{now:.3f}", f"{now:.3f}"])
         return [g.decode() for g in got]
 
-    async def end(self, call_id: str, state: State, step: str, event: str) -> bool:
-        """Take the call out of queue and leases and mark it ended; False if it already was."""
-        done = await self._end(keys=[QUEUE, CLAIMED, EVENTS],
-                               args=[PREFIX, call_id, state.value, step, f"{time.time():.3f}", event])
+    async def end(self, call_id: str, state: State, step: str, event: str,
+                  reason: str = "") -> bool:
+        """Take the call out of queue and leases and mark it ended; False if it already was.
+        ``step`` "" records where the caller was (the hash's ``step``)."""
+        done = await self._end(keys=[QUEUE, CLAIMED, EVENTS, LIVE],
+                               args=[PREFIX, call_id, state.value, step, f"{time.time():.3f}",
+                                     event, reason])
         return bool(done)
 
     async def abandon(self, call_id: str, step: str) -> bool:
@@ -170,5 +211,13 @@ class CallStore:
         return await self.end(call_id, State.ABANDONED, step, "caller_hung_up")
 
     async def to_fallback(self, call_id: str, reason: str) -> bool:
-        """The dialplan's ring group has (or will have) the caller: no one else rings for it."""
-        return await self.end(call_id, State.FALLBACK, reason, "fallback")
+        """The dialplan's ring group has (or will have) the caller: no one else rings for it.
+        The record keeps the caller's own step; ``reason`` says why (never a step name)."""
+        return await self.end(call_id, State.FALLBACK, "", "fallback", reason)
+
+    async def live(self) -> list[str]:
+        return [m.decode() for m in await self.redis.smembers(LIVE)]
+
+    async def call_on_channel(self, channel: str) -> str | None:
+        value = await self.redis.get(channel_key(channel))
+        return value.decode() if value else None

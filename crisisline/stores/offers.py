@@ -1,11 +1,13 @@
 """Offers to responders, and responders' live state, in Redis.
 
 Keys (prefix ``pr:``):
-  responder:<rid>        hash   ringing_for, on_call_with, last_offered_at
+  responder:<rid>        hash   ringing_for, on_call_with, last_offered_at, resting_until
+                                (epoch s: wrap-up after their last call ends)
   offers:<call>          hash   <rid> -> "ringing:<wave>" | "ringing:<wave>:whisper" (answered,
                                 hearing who is waiting) | "passed:<reason>" | "accepted"
   offered:<call>:<cycle> set    responders offered in this cycle: nobody rings twice per wave
-  legs:<call>            hash   <rid> -> channel name of their leg
+  legs:<call>            hash   <rid> -> channel name of their leg while it is up (removed at
+                                its Hangup, so only live legs are ever hung up)
   commands               stream supervisor actions for the dispatcher (from the panel)
 
 Accepting is one Lua script: the first responder to press 1 while the caller still waits
@@ -61,12 +63,18 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', '200000', '*', 'type', 'accepted', 'c
 return 1
 """
 
-# Mark ringing only if this responder isn't ringing for, or on, another call.
-# KEYS: responder hash, offers hash, offered set, events; ARGV: call id, rid, wave, now
+# Mark ringing only if this responder isn't ringing for, or on, another call, isn't resting
+# after one, and has no open offer (ringing or in the whisper) for this very call: nobody is
+# rung twice for one call at once. KEYS: responder hash, offers hash, offered set, events;
+# ARGV: call id, rid, wave, now
 _RING = """
 local ringing = redis.call('HGET', KEYS[1], 'ringing_for')
 local busy = redis.call('HGET', KEYS[1], 'on_call_with')
 if (ringing and ringing ~= '' and ringing ~= ARGV[1]) or (busy and busy ~= '') then return 0 end
+local resting = redis.call('HGET', KEYS[1], 'resting_until')
+if resting and resting ~= '' and tonumber(resting) > tonumber(ARGV[4]) then return 0 end
+local open = redis.call('HGET', KEYS[2], ARGV[2])
+if open and string.sub(open, 1, 7) == 'ringing' then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'ringing_for', ARGV[1], 'last_offered_at', ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[2], 'ringing:' .. ARGV[3])
@@ -106,16 +114,28 @@ def in_whisper(status: str) -> bool:
 
 
 # Live state of many responders in one round trip (a plan looks at everyone on call).
-# KEYS: responder hashes; returns ringing_for, on_call_with, last_offered_at per key.
+# KEYS: responder hashes; returns ringing_for, on_call_with, last_offered_at, resting_until.
 _STATES = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, 'ringing_for', 'on_call_with', 'last_offered_at')
+  local v = redis.call('HMGET', key, 'ringing_for', 'on_call_with', 'last_offered_at',
+                       'resting_until')
   out[#out + 1] = v[1] or ''
   out[#out + 1] = v[2] or ''
   out[#out + 1] = v[3] or ''
+  out[#out + 1] = v[4] or ''
 end
 return out
+"""
+STATE_FIELDS = ("ringing_for", "on_call_with", "last_offered_at", "resting_until")
+
+
+# The responder's leg of a call they were on has ended: free after their wrap-up, but only
+# if they are still marked as on that call. KEYS: responder hash; ARGV: call id, resting until
+_LEFT = """
+if redis.call('HGET', KEYS[1], 'on_call_with') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'on_call_with', '', 'ringing_for', '', 'resting_until', ARGV[2])
+return 1
 """
 
 
@@ -127,6 +147,7 @@ class OfferStore:
         self._states = redis.register_script(_STATES)
         self._pass = redis.register_script(_PASS)
         self._listening = redis.register_script(_LISTENING)
+        self._left = redis.register_script(_LEFT)
 
     async def ring(self, call_id: str, rid: str, wave: int, cycle: int) -> bool:
         """Claim this responder for this call's wave; False if busy or already offered."""
@@ -160,21 +181,21 @@ class OfferStore:
         if (await self.redis.hget(key, "ringing_for") or b"").decode() == call_id:
             await self.redis.hset(key, "ringing_for", "")
 
-    async def end_call(self, rid: str, call_id: str) -> None:
-        key = responder_key(rid)
-        if (await self.redis.hget(key, "on_call_with") or b"").decode() == call_id:
-            await self.redis.hset(key, mapping={"on_call_with": "", "ringing_for": ""})
+    async def end_call(self, rid: str, call_id: str, wrapup_s: float = 0.0) -> bool:
+        """The responder's leg of ``call_id`` ended: they rest ``wrapup_s``, then are free."""
+        return bool(await self._left(keys=[responder_key(rid)],
+                                     args=[call_id, f"{time.time() + wrapup_s:.3f}"]))
 
     async def offers(self, call_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(offers_key(call_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def states(self, rids: list[str]) -> dict[str, dict[str, str]]:
-        """ringing_for / on_call_with / last_offered_at per responder ('' when unset)."""
+        """ringing_for / on_call_with / last_offered_at / resting_until per responder."""
         if not rids:
             return {}
         flat = await self._states(keys=[responder_key(r) for r in rids])
         values = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
-        return {rid: {"ringing_for": values[3 * i], "on_call_with": values[3 * i + 1],
-                      "last_offered_at": values[3 * i + 2]}
+        n = len(STATE_FIELDS)
+        return {rid: dict(zip(STATE_FIELDS, values[n * i:n * i + n], strict=True))
                 for i, rid in enumerate(rids)}

@@ -27,6 +27,21 @@ EventHandler = Callable[[dict[str, str]], Awaitable[None]]
 EVENT_CLASSES = "call,user,system"
 
 
+SUPERVISOR_PREFIX = "prs-"  # a supervisor's leg into a call's room
+
+
+def supervisor_leg_id(call_id: str, n: int) -> str:
+    return f"{SUPERVISOR_PREFIX}{call_id}-{n}"
+
+
+def parse_supervisor_leg_id(uniqueid: str) -> str | None:
+    """The call id of one of our supervisor legs, else None."""
+    if not uniqueid.startswith(SUPERVISOR_PREFIX):
+        return None
+    call_id, _, n = uniqueid[len(SUPERVISOR_PREFIX):].rpartition("-")
+    return call_id if call_id and n.isdigit() else None
+
+
 def leg_id(call_id: str, cycle: int, wave: int, rid: str) -> str:
     """Our ChannelId for a responder's leg: unique, and parseable back."""
     return f"pr-{call_id}-{cycle}-{wave}-{rid}"
@@ -122,6 +137,31 @@ class AmiGateway:
         task = asyncio.create_task(send(), name=f"originate {channel_id}")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def setvar(self, channel: str, variable: str, value: str) -> bool:
+        try:
+            reply = await self.action({"Action": "Setvar", "Channel": channel,
+                                       "Variable": variable, "Value": value})
+        except Exception as exc:
+            log.debug("setvar %s on %s: %s", variable, channel, exc)
+            return False
+        return reply.get("Response") == "Success"
+
+    async def listing(self, action: dict[str, Any], item: str) -> list[dict[str, str]] | None:
+        """A list action's item events (CoreShowChannels: CoreShowChannel), or None when
+        Asterisk could not be asked (an empty list is a real answer)."""
+        assert self.manager is not None
+        try:
+            reply = await asyncio.wait_for(self.manager.send_action(action), 10)
+        except Exception as exc:
+            log.warning("AMI %s: %s", action.get("Action"), exc)
+            return None
+        messages = reply if isinstance(reply, list) else [reply]
+        if messages and str(dict(messages[0]).get("Response", "")) == "Error":
+            # ConfbridgeListRooms answers "No active conferences." as an error: an empty list.
+            return []
+        return [{str(k): str(v) for k, v in dict(m).items()} for m in messages
+                if str(dict(m).get("Event", "")) == item]
 
     async def hangup(self, channel: str, cause: int = 16) -> None:
         try:

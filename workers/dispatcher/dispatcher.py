@@ -6,6 +6,12 @@ matters. A dispatcher killed at any moment leaves a lease that runs out; any dis
 then puts the call back in the queue and, when it takes it again, carries on from the
 wave it was in. The offered set per cycle makes sure nobody is rung twice for one wave.
 
+While it works a call it keeps pushing the caller's PR_ATTENDED_UNTIL forward in Asterisk
+(AMI Setvar): a caller whose dispatcher died reaches the fallback group through Asterisk
+alone (dialplan [pr-waiting]). Connecting a responder needs no dispatcher at all: the
+responder's leg moves the caller (dialplan [pr-responder]); this process then hangs up the
+other legs, adds an interpreter when needed and records the bridge.
+
 Never police, never 911: every destination passes destinations.refusal, and when no one
 answers the caller is offered a callback, then the static fallback ring group.
 """
@@ -19,24 +25,22 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from crisisline import destinations
+from crisisline import clock, destinations
 from crisisline.call import State
 from crisisline.config import Settings
-from crisisline.roster.model import RosterSnapshot
+from crisisline.roster.model import Responder, RosterSnapshot
 from crisisline.routing import CallToRoute, ResponderState, Wave, plan
 from crisisline.stores.calls import CLAIMED, EVENTS, CallStore, call_key
-from crisisline.stores.offers import OfferStore, in_whisper, legs_key, offered_key, offers_key
-from workers.dispatcher.ami import AmiGateway, leg_id, parse_leg_id
+from crisisline.stores.offers import OfferStore, in_whisper, legs_key, offered_key
+from workers.dispatcher.ami import AmiGateway, leg_id
 from workers.dispatcher.interpreter import Interpreters
+from workers.dispatcher.watch import CallWatch
 
 log = logging.getLogger(__name__)
 LEASE_S = 15.0
 POLL_S = 0.5
 BUSY_RETRY_S = 0.5
 LIVE = {"waiting", "dispatching"}
-
-# Asterisk's OriginateResponse Reason codes (main/pbx.c) -> why the offer ended.
-ORIGINATE_REASON = {"1": "hung_up", "3": "no_answer", "5": "busy", "8": "congestion", "0": "failed"}
 
 
 class Dispatcher:
@@ -55,9 +59,8 @@ class Dispatcher:
         # Per-call wake-ups from the event stream, so waiting for a wave costs no polling.
         self.waiters: dict[str, asyncio.Event] = {}
         self._on_call_cache: tuple[object, list] = (None, [])
-        ami.handlers.append(self.on_ami_event)
-        ami.originate_results.append(self.on_originate_result)
         self.interpreters = Interpreters(self)
+        self.watch = CallWatch(self)
 
     @property
     def redis(self):
@@ -72,12 +75,13 @@ class Dispatcher:
                 got = await self.redis.xread({EVENTS: last}, count=500, block=500)
             except Exception as exc:
                 log.warning("%s: event stream: %s", self.name, exc)
+                last = "$"  # a Redis that came back empty has a new stream
                 await asyncio.sleep(1)
                 continue
             for _, entries in got or []:
                 for eid, body in entries:
                     last = eid
-                    if body.get(b"type") == b"queued":
+                    if body.get(b"type") in (b"queued", b"requeued"):
                         self.wake.set()
                     waiter = self.waiters.get((body.get(b"call_id") or b"").decode())
                     if waiter is not None:
@@ -127,22 +131,35 @@ class Dispatcher:
         await self.calls.renew(call_id, self.lease_s)
         return True
 
-    def _now(self) -> datetime:
-        return datetime.now(self.settings.zone)
+    async def attend(self, data: dict[str, str]) -> float:
+        """Tell Asterisk a dispatcher looks after this caller; returns when to say it again."""
+        channel = data.get("channel")
+        unattended = float(self.settings.unattended_s)
+        if channel:
+            until = int(time.time() + unattended)
+            await self.ami.setvar(channel, "PR_ATTENDED_UNTIL", str(until))
+        return time.monotonic() + unattended / 3
 
-    def _on_call(self, roster: RosterSnapshot, now: datetime) -> list:
+    def _now(self) -> datetime:
+        return clock.now(self.settings.timezone, self.settings.clock)
+
+    def _on_call(self, roster: RosterSnapshot, now: datetime) -> list[Responder]:
         """Who is on call, worked out once a minute per roster (shifts are in minutes)."""
         key = (id(roster), now.replace(second=0, microsecond=0))
         if self._on_call_cache[0] != key:
             self._on_call_cache = (key, roster.on_call(now))
         return self._on_call_cache[1]
 
-    async def _states(self, people: list) -> dict[str, ResponderState]:
+    async def _states(self, people: list[Responder]) -> dict[str, ResponderState]:
         raw = await self.offers.states([r.id for r in people])
+
+        def number(value: str | None) -> float | None:
+            return float(value) if value else None
+
         return {rid: ResponderState(on_call_with=row.get("on_call_with") or None,
                                     ringing_for=row.get("ringing_for") or None,
-                                    last_offered_at=float(row["last_offered_at"])
-                                    if row.get("last_offered_at") else None)
+                                    last_offered_at=number(row.get("last_offered_at")),
+                                    resting_until=number(row.get("resting_until")))
                 for rid, row in raw.items()}
 
     async def next_wave(self, call_id: str, data: dict[str, str], cycle: int,
@@ -151,23 +168,27 @@ class Dispatcher:
         now = self._now()
         on_call = self._on_call(roster, now)
         passed = {m.decode() for m in await self.redis.smembers(offered_key(call_id, cycle))}
-        waves = plan(CallToRoute(call_id, data.get("language", "en"), data.get("neighborhood") or None),
+        waited = time.time() - float(data.get("created_at") or time.time())
+        waves = plan(CallToRoute(call_id, data.get("language", "en"),
+                                 data.get("neighborhood") or None, waited),
                      roster, await self._states(on_call), now, passed=passed, on_call=on_call,
                      wave_timeout_s=self.settings.wave_timeout_s,
                      max_per_wave=self.settings.ring_per_wave or None,
+                     language_wait_s=self.settings.language_wait_s,
                      refuse=lambda d: destinations.refusal(d, self.settings))
         return next((w for w in waves if w.number > last_wave), None)
 
     async def dispatch(self, call_id: str) -> None:
         try:
             await self._dispatch(call_id)
-            self.waiters.pop(call_id, None)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("dispatching %s failed; putting it back in the queue", call_id)
             await self.redis.hset(call_key(call_id), "owner", "")
             await self.calls.requeue_expired()
+        finally:
+            self.waiters.pop(call_id, None)
 
     async def _dispatch(self, call_id: str) -> None:
         data = await self._hash(call_id)
@@ -179,6 +200,7 @@ class Dispatcher:
         started = float(data.get("created_at") or time.time())
         if self._may_have_missed_events(data) and not await self._caller_still_waiting(call_id, data):
             return
+        attend_at = await self.attend(data)
         cycle_started, rung_in_cycle = time.time(), 0
         while True:
             if not await self._still_mine(call_id):
@@ -190,27 +212,32 @@ class Dispatcher:
             if data.get("state") not in LIVE:
                 await self.cancel_legs(call_id)
                 return
+            if time.monotonic() >= attend_at:
+                attend_at = await self.attend(data)
             if time.time() - started > self.settings.max_wait_s:
                 await self.give_up(call_id, data)
                 return
             wave = await self.next_wave(call_id, data, cycle, last_wave)
             if wave is None:
                 if not rung_in_cycle and time.time() - cycle_started < self.settings.wave_timeout_s:
-                    # Everyone who could take it is on a call or ringing for another caller:
-                    # look again shortly rather than waiting out a whole wave.
-                    if await self._wait_wave(call_id, [], BUSY_RETRY_S) == "lost":
+                    # Everyone who could take it is on a call, resting or ringing for another
+                    # caller: look again shortly rather than waiting out a whole wave.
+                    outcome, attend_at = await self._wait_wave(call_id, [], BUSY_RETRY_S, attend_at)
+                    if outcome == "lost":
                         return
                     last_wave = 0
                     continue
                 await self.calls.event(call_id, "waves_exhausted", cycle=cycle)
-                if cycle == 0:
+                if not data.get("callback_offered") and data.get("ivr_done") == "1":
                     await self.offer_callback(call_id, data)
                 cycle += 1
                 last_wave = 0
                 cycle_started, rung_in_cycle = time.time(), 0
                 await self.redis.hset(call_key(call_id), mapping={"cycle": cycle, "wave": 0})
                 # Nobody to ring right now: wait a little before planning again.
-                if await self._wait_wave(call_id, [], min(self.settings.wave_timeout_s, 5.0)) == "lost":
+                outcome, attend_at = await self._wait_wave(
+                    call_id, [], min(self.settings.wave_timeout_s, 5.0), attend_at)
+                if outcome == "lost":
                     return
                 continue
             last_wave = wave.number
@@ -218,7 +245,7 @@ class Dispatcher:
             if not rung:
                 continue  # all of this wave became busy meanwhile: the next wave, at once
             rung_in_cycle += len(rung)
-            outcome = await self._wait_wave(call_id, rung, wave.timeout_s)
+            outcome, attend_at = await self._wait_wave(call_id, rung, wave.timeout_s, attend_at)
             if outcome == "lost":
                 return
             if outcome == "accepted":
@@ -253,7 +280,7 @@ class Dispatcher:
         if reply.get("Response") == "Success" and reply.get("Value") == "1":
             await self.calls.to_fallback(call_id, "fallback_while_no_dispatcher")
         elif reply.get("Response") == "Error" and reply.get("Message") == "No such channel":
-            await self.calls.abandon(call_id, "waiting_room")
+            await self.calls.abandon(call_id, "")
         else:
             return True
         log.info("%s: %s was no longer waiting (%s)", self.name, call_id,
@@ -277,21 +304,29 @@ class Dispatcher:
             "waves_used": max(int(data.get("waves_used") or 0), wave.number)})
         await self.calls.event(call_id, "wave_started", wave=wave.number, cycle=cycle,
                                label=wave.label, responders=",".join(r.id for r in chosen))
+        language = data.get("language", "en")
         for responder in chosen:
-            self.ami.originate(leg_id(call_id, cycle, wave.number, responder.id),
-                               self.dial_string(responder.phone), "pr-responder",
-                               {"PR_CALL_ID": call_id, "PR_RESPONDER": responder.id},
-                               wave.timeout_s)
+            self.ring(call_id, responder, cycle, wave.number, language in responder.languages,
+                      wave.timeout_s)
         return [r.id for r in chosen]
+
+    def ring(self, call_id: str, responder: Responder, cycle: int, wave: int, speaks: bool,
+             timeout_s: float) -> None:
+        """Originate one responder's leg into [pr-responder] (their whisper)."""
+        self.ami.originate(leg_id(call_id, cycle, wave, responder.id),
+                           self.dial_string(responder.phone), "pr-responder",
+                           {"PR_CALL_ID": call_id, "PR_RESPONDER": responder.id,
+                            "PR_SPEAKS": "1" if speaks else "0"}, timeout_s)
 
     def dial_string(self, phone: str) -> str:
         if phone.startswith(("PJSIP/", "SIP/")):
             return phone
         return f"PJSIP/{phone}@direct-trunk"
 
-    async def _wait_wave(self, call_id: str, rung: list[str], seconds: float) -> str:
-        """'accepted', 'gone' (caller left), 'passed' (everyone passed), 'timeout', or 'lost'
-        (another dispatcher owns the call now: leave its legs alone)."""
+    async def _wait_wave(self, call_id: str, rung: list[str], seconds: float,
+                         attend_at: float) -> tuple[str, float]:
+        """('accepted' | 'gone' (caller left) | 'passed' (everyone passed) | 'timeout' |
+        'lost' (another dispatcher owns the call now: leave its legs alone), next attend)."""
         deadline = time.monotonic() + seconds
         renew_at = time.monotonic() + self.lease_s / 3
         waiter = self.waiters.setdefault(call_id, asyncio.Event())
@@ -299,24 +334,26 @@ class Dispatcher:
             waiter.clear()
             data = await self._hash(call_id)
             if data.get("accepted_by"):
-                return "accepted"
+                return "accepted", attend_at
             if data.get("state") not in LIVE:
-                return "gone"
+                return "gone", attend_at
             if rung:
                 offers = await self.offers.offers(call_id)
                 if all(offers.get(rid, "").startswith("passed") for rid in rung):
-                    return "passed"
+                    return "passed", attend_at
             if time.monotonic() > renew_at:
                 if not await self._still_mine(call_id):
-                    return "gone"
+                    return "lost", attend_at
                 renew_at = time.monotonic() + self.lease_s / 3
+            if time.monotonic() >= attend_at:
+                attend_at = await self.attend(data)
             # Woken by the call's next event; the bounded wait is a safety net, not the clock.
             try:
                 await asyncio.wait_for(waiter.wait(), min(POLL_S, max(0.01, deadline - time.monotonic()),
                                                           max(0.01, renew_at - time.monotonic())))
             except TimeoutError:
                 pass
-        return "timeout"
+        return "timeout", attend_at
 
     async def end_wave(self, call_id: str, wave: Wave, cycle: int) -> None:
         offers = await self.offers.offers(call_id)
@@ -334,8 +371,10 @@ class Dispatcher:
 
     # ---- legs ------------------------------------------------------------------------------
     async def hangup_leg(self, call_id: str, rid: str) -> None:
+        """Hang up a responder's leg once, and only while it is up (its Newchannel put it in
+        the legs hash; its Hangup takes it out)."""
         channel = await self.redis.hget(legs_key(call_id), rid)
-        if channel:
+        if channel and await self.redis.hdel(legs_key(call_id), rid):
             await self.ami.hangup(channel.decode())
 
     async def cancel_legs(self, call_id: str, keep: str | None = None) -> None:
@@ -344,63 +383,36 @@ class Dispatcher:
         for rid, status in offers.items():
             if rid == keep or status == "accepted":
                 continue
-            await self.offers.passed(call_id, rid, "cancelled")  # only if still ringing
-            await self.hangup_leg(call_id, rid)
+            if status.startswith("ringing"):
+                await self.offers.passed(call_id, rid, "cancelled")
+                await self.hangup_leg(call_id, rid)
         await self.redis.zrem(CLAIMED, call_id)
 
     async def connect(self, call_id: str, data: dict[str, str]) -> None:
-        """A responder took it: cancel the others, tell the caller, mark the bridge."""
+        """A responder took it; their leg is already moving the caller to the room (dialplan
+        [pr-responder]). Cancel the others; add an interpreter if needed. The bridge itself
+        is recorded when both are in the room (CallWatch)."""
         winner = data.get("accepted_by", "")
         await self.cancel_legs(call_id, keep=winner)
-        # The responder doesn't speak the caller's language: an interpreter joins the room.
-        context = await self.interpreters.on_bridged(call_id, data)
-        if data.get("channel"):
-            # The caller hears "connecting you now" in their language, then rejoins the room.
-            await self.ami.redirect(data["channel"], context)
-        accepted_at = float(data.get("accepted_at") or time.time())
-        waited = accepted_at - float(data.get("created_at") or accepted_at)
-        await self.redis.hset(call_key(call_id), "time_to_human_s", f"{waited:.3f}")
-        await self.calls.event(call_id, "bridged", responder=winner, time_to_human_s=f"{waited:.3f}")
+        await self.interpreters.on_bridged(call_id, data)
 
     async def offer_callback(self, call_id: str, data: dict[str, str]) -> None:
         """Everyone was rung: offer a callback (the caller keeps waiting meanwhile)."""
         if data.get("channel") and not data.get("callback_offered"):
             await self.redis.hset(call_key(call_id), "callback_offered", "1")
             await self.calls.event(call_id, "callback_offered")
-            await self.ami.redirect(data["channel"], "pr-callback")
+            await self.move(data["channel"], "pr-callback", "callback")
+
+    async def move(self, channel: str, context: str, why: str) -> bool:
+        """Redirect a caller, marking why first: their IVR session must not take the move
+        for a hang-up (tests/captures/fastagi_redirect_*)."""
+        await self.ami.setvar(channel, "SHARED(PR_MOVED)", why)
+        return await self.ami.redirect(channel, context)
 
     async def give_up(self, call_id: str, data: dict[str, str]) -> None:
         """The longest wait is reached: the fallback group, and the callback if asked for."""
         await self.cancel_legs(call_id)
         state = State.CALLBACK if data.get("callback_number") else State.FALLBACK
-        await self.calls.end(call_id, state, "max_wait", "max_wait_reached")
+        await self.calls.end(call_id, state, "", "max_wait_reached", "max_wait")
         if data.get("channel"):
-            await self.ami.redirect(data["channel"], "pr-fallback")
-
-    # ---- events from Asterisk -----------------------------------------------------------
-    async def on_ami_event(self, event: dict[str, str]) -> None:
-        name = event.get("Event", "")
-        leg = parse_leg_id(event.get("Uniqueid", ""))
-        if name == "Newchannel" and leg:
-            call_id, _, _, rid = leg
-            await self.redis.hset(legs_key(call_id), rid, event.get("Channel", ""))
-            await self.redis.expire(legs_key(call_id), 86400)
-        elif name == "Hangup" and leg:
-            call_id, _, _, rid = leg
-            if not await self.offers.passed(call_id, rid, "hung_up") and \
-                    await self.redis.hget(offers_key(call_id), rid) == b"accepted":
-                await self.calls.event(call_id, "responder_left", responder=rid)
-        elif name == "UserEvent" and event.get("UserEvent") == "PRFallback":
-            call_id = event.get("CallID", "")
-            if call_id:
-                await self.cancel_legs(call_id)
-                await self.calls.to_fallback(call_id, event.get("AGIStatus") or "dialplan")
-        self.wake.set()
-
-    async def on_originate_result(self, channel_id: str, result: dict[str, str]) -> None:
-        leg = parse_leg_id(channel_id)
-        if leg is None or result.get("Response") == "Success":
-            return
-        call_id, _, _, rid = leg
-        reason = ORIGINATE_REASON.get(result.get("Reason", "0"), "failed")
-        await self.offers.passed(call_id, rid, reason)  # only if it is still ringing
+            await self.move(data["channel"], "pr-fallback", "fallback")

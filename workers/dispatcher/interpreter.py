@@ -7,7 +7,10 @@ service, never police or emergency: refused when configured and again here) is r
 the caller's own room as a third party, and the caller hears, in their language, that an
 interpreter is joining. With no line configured for the language the call goes on without
 one, and an ``interpreter_missing`` event says so for the supervisors. A line that is busy
-or doesn't answer is rung again (ATTEMPTS in all, RETRY_S apart) while the call lasts.
+or doesn't answer is rung again (ATTEMPTS in all, RETRY_S apart) while the call lasts; when
+none of them got through, both sides are told so in the room (dialplan [pr-announce]: in
+the caller's language, then in English) and the record names no interpreter: the call
+record's ``interpreter`` is set only when the line actually joined the room.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Interpreters:
         """Add an interpreter if needed; returns the context the caller goes to next."""
         lang = data.get("language") or "en"
         winner = data.get("accepted_by", "")
-        if not winner or self.responder_speaks(winner, lang) or data.get("interpreter"):
+        if not winner or self.responder_speaks(winner, lang) or data.get("interpreter_line"):
             return CONNECT
         settings = self.d.settings
         destination = str(settings.interpreters.get(lang) or "").strip()
@@ -76,7 +79,7 @@ class Interpreters:
             await self.d.calls.event(call_id, "interpreter_refused", language=lang,
                                      reason=reason)
             return CONNECT
-        await self.d.redis.hset(call_key(call_id), "interpreter", destination)
+        await self.d.redis.hset(call_key(call_id), "interpreter_line", destination)
         self._ring(call_id, lang, destination, 1)
         await self.d.calls.event(call_id, "interpreter_added", language=lang,
                                  destination=destination, responder=winner)
@@ -86,7 +89,7 @@ class Interpreters:
         self.d.ami.originate(interpreter_leg_id(call_id, lang, attempt),
                              self.d.dial_string(destination), "",
                              {"PR_CALL_ID": call_id, "PR_INTERPRETER": lang}, RING_S,
-                             application="ConfBridge", data=f"call-{call_id},pr_room,pr_responder")
+                             application="ConfBridge", data=f"call-{call_id},pr_room,pr_interpreter")
 
     async def on_originate_result(self, channel_id: str, result: dict[str, str]) -> None:
         leg = parse_interpreter_leg_id(channel_id)
@@ -99,11 +102,27 @@ class Interpreters:
         await self.d.calls.event(call_id, "interpreter_failed", language=lang,
                                  reason=result.get("Reason", ""), attempt=attempt,
                                  retrying=int(retry))
+        if not retry and still_on:
+            await self.unavailable(call_id, lang)
         if retry:
-            destination = (data.get(b"interpreter") or b"").decode()
+            destination = (data.get(b"interpreter_line") or b"").decode()
             task = asyncio.create_task(self._retry(call_id, lang, destination, attempt + 1))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
+
+    async def joined(self, call_id: str) -> None:
+        """The interpreter line is in the room: only now does the record name it."""
+        line = await self.d.calls.field(call_id, "interpreter_line")
+        if line and not await self.d.calls.field(call_id, "interpreter"):
+            await self.d.redis.hset(call_key(call_id), "interpreter", line)
+            await self.d.calls.event(call_id, "interpreter_joined")
+
+    async def unavailable(self, call_id: str, lang: str) -> None:
+        """No attempt got through: say so to the caller and the responder, in the room."""
+        await self.d.calls.event(call_id, "interpreter_unavailable", language=lang)
+        self.d.ami.originate(f"pra-{call_id}-{lang}", f"Local/{lang}@pr-announce/n", "",
+                             {"PR_CALL_ID": call_id}, 30, application="ConfBridge",
+                             data=f"call-{call_id},pr_room,pr_announcer")
 
     async def _retry(self, call_id: str, lang: str, destination: str, attempt: int) -> None:
         await asyncio.sleep(self.retry_s)

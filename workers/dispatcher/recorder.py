@@ -49,7 +49,8 @@ def delete_message_audio(data: dict[str, str]) -> None:
 
 
 class Recorder:
-    def __init__(self, redis: Redis, engine: Engine, consumer: str) -> None:
+    def __init__(self, redis: Redis, engine: Engine, consumer: str, wrapup_s: float = 60.0) -> None:
+        self.wrapup_s = wrapup_s
         self.redis = redis
         self.engine = engine
         self.consumer = consumer
@@ -63,16 +64,30 @@ class Recorder:
                 raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.ensure_group()
         pending_first = True
+        grouped = False
         while not stop.is_set():
             try:
+                if not grouped:
+                    await self.ensure_group()
+                    grouped = True
                 # Our own unacknowledged events first (a crash mid-write), then new ones.
                 start = "0" if pending_first else ">"
                 got = await self.redis.xreadgroup(GROUP, self.consumer, {EVENTS: start},
                                                   count=200, block=500)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # Redis came back without its data: the stream and our group are new.
+                    log.warning("recorder: consumer group gone (Redis restarted empty); "
+                                "creating it again")
+                    grouped, pending_first = False, True
+                    continue
+                log.warning("recorder: %s", exc)
+                await asyncio.sleep(1)
+                continue
             except Exception as exc:
                 log.warning("recorder: %s", exc)
+                grouped = False
                 await asyncio.sleep(1)
                 continue
             entries = got[0][1] if got else []
@@ -101,7 +116,9 @@ class Recorder:
             if body.get("type") in TERMINAL:
                 data = calls.get(body.get("call_id", ""), {})
                 if data.get("accepted_by"):
-                    await self.offers.end_call(data["accepted_by"], body["call_id"])
+                    # Normally freed when their leg hangs up (CallWatch); this covers a leg
+                    # whose Hangup this process never saw.
+                    await self.offers.end_call(data["accepted_by"], body["call_id"], self.wrapup_s)
                 delete_message_audio(data)
         await self.redis.xack(EVENTS, GROUP, *[eid for eid, _ in events])
 
@@ -150,7 +167,11 @@ class Recorder:
         record.consented_to_message = data.get("consented_to_message") == "1"
         record.caller_number = data.get("caller_number") or None
         record.note = data.get("note") or None
-        record.interpreter = data.get("interpreter") or None
+        record.interpreter = data.get("interpreter") or None  # only once it joined the room
+        record.connected_at = _ts(data.get("connected_at"))
+        if data.get("fallback_answered"):
+            record.fallback_answered = data["fallback_answered"] == "1"
+        record.pbx_node = data.get("pbx_node") or record.pbx_node
         if data.get("transcript_status"):
             record.transcript_status = data["transcript_status"]
             record.transcript = data.get("transcript") or None
@@ -165,4 +186,5 @@ class Recorder:
                 outcome = "bridged"
             record.outcome = outcome
             record.end_step = data.get("end_step") or None
+            record.end_reason = data.get("end_reason") or None
             record.ended_at = _ts(data.get("ended_at")) or _ts(body.get("at"))

@@ -14,10 +14,11 @@ from crisisline.roster.model import RosterSnapshot
 from crisisline.roster.store import RosterStore
 from crisisline.shutdown import stop_on_signals
 from crisisline.stores import async_redis
-from crisisline.stores.calls import CallStore, call_key
+from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import COMMANDS, OfferStore
-from workers.dispatcher.ami import AmiGateway, leg_id
+from workers.dispatcher.ami import AmiGateway, supervisor_leg_id
 from workers.dispatcher.dispatcher import Dispatcher
+from workers.dispatcher.reconcile import Reconciler
 from workers.dispatcher.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Commands:
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.d = dispatcher
+        self.joins = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         redis = self.d.redis
@@ -84,27 +86,40 @@ class Commands:
                 people = [r for r in roster.responders if r.id == c.get("responder_id")]
             else:
                 people = roster.members(c.get("team_id", ""))
-            cycle = int(await d.calls.field(call_id, "cycle") or 0)
+            data = await d._hash(call_id)
+            cycle = int(data.get("cycle") or 0)
+            language = data.get("language", "en")
             for r in people:
                 if destinations.refusal(r.phone, d.settings) is None and \
                         await d.offers.ring(call_id, r.id, 0, cycle):
-                    d.ami.originate(leg_id(call_id, cycle, 0, r.id), d.dial_string(r.phone),
-                                    "pr-responder", {"PR_CALL_ID": call_id, "PR_RESPONDER": r.id},
-                                    d.settings.wave_timeout_s)
+                    d.ring(call_id, r, cycle, 0, language in r.languages,
+                           d.settings.wave_timeout_s)
             await d.calls.event(call_id, "supervisor_ring", by=c.get("by", ""),
                                 responders=",".join(r.id for r in people))
         elif c.get("type") == "join_room":
-            phone = c.get("phone", "")
-            if destinations.refusal(phone, d.settings) or not await d.redis.exists(call_key(call_id)):
-                log.warning("join_room refused for %s", call_id)
-                return
-            profile = "pr_listener" if c.get("mode") == "listen" else "pr_supervisor"
-            await d.ami.action({"Action": "Originate", "Channel": d.dial_string(phone),
-                                "Application": "ConfBridge",
-                                "Data": f"call-{call_id},pr_room,{profile}", "Async": "true",
-                                "Timeout": "30000"})
-            await d.calls.event(call_id, "supervisor_joined", by=c.get("by", ""),
-                                mode=c.get("mode", ""))
+            await self.join_room(c)
+
+    async def join_room(self, c: dict[str, str]) -> None:
+        """A supervisor joins a call's room, muted (listen) or to speak. Stepping in to speak
+        on a caller nobody has taken yet is taking the call: the caller is connected."""
+        d, call_id = self.d, c.get("call_id", "")
+        phone = c.get("phone", "")
+        data = await d._hash(call_id)
+        if destinations.refusal(phone, d.settings) or not data:
+            log.warning("join_room refused for %s", call_id)
+            return
+        speak = c.get("mode") != "listen"
+        profile = "pr_supervisor" if speak else "pr_listener"
+        if speak and data.get("state") in ("waiting", "dispatching") and data.get("channel"):
+            if await d.offers.accept(call_id, f"supervisor:{c.get('by', '')}"):
+                await d.cancel_legs(call_id, keep=f"supervisor:{c.get('by', '')}")
+                await d.move(data["channel"], "pr-connect", "connect")
+        self.joins += 1
+        d.ami.originate(supervisor_leg_id(call_id, self.joins), d.dial_string(phone), "",
+                        {"PR_CALL_ID": call_id}, 30, application="ConfBridge",
+                        data=f"call-{call_id},pr_room,{profile}")
+        await d.calls.event(call_id, "supervisor_joined", by=c.get("by", ""),
+                            mode=c.get("mode", ""))
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
@@ -115,7 +130,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     await roster.refresh()
     dispatcher = Dispatcher(settings, CallStore(redis), OfferStore(redis), ami, roster,
                             lease_s=settings.dispatch_lease_s)
-    recorder = Recorder(redis, db.engine_for(settings), f"recorder-{os.getpid()}")
+    recorder = Recorder(redis, db.engine_for(settings), f"recorder-{os.getpid()}",
+                        wrapup_s=settings.wrapup_s)
     with stop_on_signals() as stop:
         while not stop.is_set():
             try:
@@ -131,7 +147,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             ready.set()
         try:
             await asyncio.gather(dispatcher.run(stop), recorder.run(stop),
-                                 roster.keep_fresh(stop), Commands(dispatcher).run(stop))
+                                 roster.keep_fresh(stop), Commands(dispatcher).run(stop),
+                                 Reconciler(dispatcher).run(stop))
         finally:
             ami.close()
             await redis.aclose()

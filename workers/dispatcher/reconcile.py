@@ -1,0 +1,182 @@
+"""Redis and the PBX agree again: when the dispatcher connects to AMI, and every
+RECONCILE_S after.
+
+Nothing may depend on every process having stopped cleanly. After a crash (`up` killed
+with SIGKILL, the PBX or the whole box restarted) Redis can say a caller is waiting whose
+channel is long gone, or a responder is on a call that ended: then every wave comes up
+empty and new callers hear only music. And after Redis restarts without its data, callers
+still on the line are missing from it. So, from what Asterisk says (AMI CoreShowChannels
+and the channels' own variables):
+
+- a live call whose caller channel is gone ends as what it was (bridged, or abandoned at
+  the step the caller was at; a callback request stays: the caller asked for one);
+- a responder marked on a call whose leg is gone is free after their wrap-up; one marked
+  ringing for a call with no live leg is free at once;
+- a caller channel on the line that Redis doesn't know (PR_CALL_ID set, no call hash) is
+  put back: its source, language and neighborhood come from the channel's variables
+  (PR_SOURCE, PR_LANGUAGE, PR_NEIGHBORHOOD), and it is queued again if it had been.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from crisisline.call import Call, Source, State
+from crisisline.stores.calls import LIVE, QUEUE, call_key, channel_key, queue_score
+from crisisline.stores.offers import legs_key, responder_key
+
+if TYPE_CHECKING:
+    from workers.dispatcher.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+RECONCILE_S = 30.0
+YOUNG_S = 10.0  # a call younger than this may not have its channel known everywhere yet
+CALLER_CONTEXTS = ("from-", "pr-intake", "pr-waiting", "pr-connect", "pr-callback",
+                   "pr-fallback", "pr-responder-left")
+
+
+class Reconciler:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.d = dispatcher
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.d.ami.listening_since is not None:
+                try:
+                    await self.once()
+                except Exception:
+                    log.exception("reconciling Redis with the PBX failed; next try later")
+            try:
+                await asyncio.wait_for(stop.wait(), RECONCILE_S)
+            except TimeoutError:
+                pass
+
+    async def once(self) -> dict[str, int]:
+        """One pass; returns counts of what it changed (for logs and tests)."""
+        channels = await self.d.ami.listing({"Action": "CoreShowChannels"}, "CoreShowChannel")
+        if channels is None:
+            return {}  # Asterisk could not be asked: change nothing on a guess
+        live = {c.get("Channel", "") for c in channels}
+        counts = {"ended": 0, "freed": 0, "restored": 0}
+        counts["ended"] = await self._end_gone_calls(live)
+        counts["freed"] = await self._free_responders(live)
+        counts["restored"] = await self._restore_callers(channels)
+        if any(counts.values()):
+            log.warning("reconciled with the PBX: %s", counts)
+        return counts
+
+    async def _end_gone_calls(self, live: set[str]) -> int:
+        calls, n = self.d.calls, 0
+        now = time.time()
+        for call_id in await calls.live():
+            data = await self.d._hash(call_id)
+            if not data:
+                await calls.redis.srem(LIVE, call_id)
+                continue
+            if now - float(data.get("created_at") or now) < YOUNG_S:
+                continue
+            channel = data.get("channel", "")
+            if not channel or channel in live:
+                continue
+            state = data.get("state", "")
+            if state == "bridged" or data.get("time_to_human_s"):
+                done = await calls.end(call_id, State.ENDED, "bridged", "call_ended", "pbx_gone")
+            elif state in ("ivr", "waiting", "dispatching"):
+                done = await calls.end(call_id, State.ABANDONED, "", "caller_hung_up", "pbx_gone")
+            else:
+                continue
+            if done:
+                n += 1
+                await self.d.cancel_legs(call_id)
+        return n
+
+    async def _free_responders(self, live: set[str]) -> int:
+        redis, n = self.d.redis, 0
+        async for key in redis.scan_iter(responder_key("*"), count=500):
+            rid = key.decode().rsplit(":", 1)[-1]
+            on, ringing = await redis.hmget(key, "on_call_with", "ringing_for")
+            for call_id, accepted in ((on, True), (ringing, False)):
+                call_id = (call_id or b"").decode()
+                if not call_id:
+                    continue
+                leg = await redis.hget(legs_key(call_id), rid)
+                if leg is not None and leg.decode() in live:
+                    continue
+                data = await self.d._hash(call_id)
+                if not accepted and data.get("state") in ("waiting", "dispatching") and \
+                        time.time() - float(data.get("wave_started_at") or 0) < YOUNG_S:
+                    continue  # ringing right now: its leg may not be up yet
+                if accepted:
+                    await self.d.offers.end_call(rid, call_id, self.d.settings.wrapup_s)
+                else:
+                    await self.d.offers.passed(call_id, rid, "leg_gone")
+                    await redis.hset(key, "ringing_for", "")
+                await redis.hdel(legs_key(call_id), rid)
+                n += 1
+        return n
+
+    async def _restore_callers(self, channels: list[dict[str, str]]) -> int:
+        """Callers Asterisk has and Redis has lost (Redis restarted without its data)."""
+        n = 0
+        for info in channels:
+            channel = info.get("Channel", "")
+            uniqueid = info.get("Uniqueid", "")
+            if uniqueid.startswith(("pr-", "pri-", "prs-", "pra-")):
+                continue
+            if not info.get("Context", "").startswith(CALLER_CONTEXTS):
+                continue
+            values = await self._vars(channel, ("PR_CALL_ID", "PR_SOURCE", "PR_LANGUAGE",
+                                                "PR_NEIGHBORHOOD", "PR_QUEUED", "PR_IN_FALLBACK"))
+            call_id = values.get("PR_CALL_ID", "")
+            if not call_id or await self.d.redis.hexists(call_key(call_id), "id"):
+                continue
+            await self._restore(call_id, channel, values, info)
+            n += 1
+        return n
+
+    async def _vars(self, channel: str, names: tuple[str, ...]) -> dict[str, str]:
+        out = {}
+        for name in names:
+            try:
+                reply = await self.d.ami.action({"Action": "Getvar", "Channel": channel,
+                                                 "Variable": name})
+            except Exception:
+                return {}
+            if reply.get("Response") == "Success":
+                out[name] = reply.get("Value", "")
+        return out
+
+    async def _restore(self, call_id: str, channel: str, values: dict[str, str],
+                       info: dict[str, str]) -> None:
+        settings = self.d.settings
+        try:
+            source = Source(values.get("PR_SOURCE") or "direct")
+        except ValueError:
+            source = Source.DIRECT
+        language = values.get("PR_LANGUAGE") or settings.default_language
+        now = time.time()
+        call = Call(id=call_id, source=source, language=language,
+                    priority=settings.priority_for(source.value),
+                    neighborhood=values.get("PR_NEIGHBORHOOD") or None, channel=channel,
+                    created_at=now)
+        in_room = info.get("Application", "") == "ConfBridge"
+        queued = values.get("PR_QUEUED") == "1" and values.get("PR_IN_FALLBACK") != "1"
+        redis = self.d.redis
+        mapping = {**call.to_hash(), "restored": "1", "ivr_done": "1" if in_room else "0",
+                   "step": "waiting_room" if in_room else ""}
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(call_key(call_id), mapping=mapping)
+            pipe.sadd(LIVE, call_id)
+            pipe.set(channel_key(channel), call_id, ex=86400)
+            if queued:
+                score = queue_score(call.priority, now)
+                pipe.hset(call_key(call_id), mapping={"state": State.WAITING.value,
+                                                      "queued_at": f"{now:.3f}",
+                                                      "queue_score": str(score)})
+                pipe.zadd(QUEUE, {call_id: score})
+            await pipe.execute()
+        await self.d.calls.event(call_id, "restored_from_pbx", queued=int(queued))
+        self.d.wake.set()

@@ -1,0 +1,200 @@
+"""What Asterisk tells the dispatcher about calls, and what it means for the record.
+
+- Responders' legs (ChannelId ``pr-<call>-<cycle>-<wave>-<rid>``): Newchannel puts the
+  channel in the call's legs hash, Hangup takes it out (so a leg is hung up only while up,
+  once); a leg that ends before its whisper did is a pass; the accepted responder's leg
+  ending frees them after their wrap-up (PR_WRAPUP_S), and if the caller is still on the line
+  the call goes back to the queue (the dialplan moved the caller to waiting and says so:
+  UserEvent PRResponderLeft).
+- The rooms: the call counts as bridged, and ``time_to_human_s`` is measured, when the
+  caller and the responder who took it are both in ``call-<id>``.
+- A caller's channel that hangs up while the call is still live (no FastAGI server to run
+  the ``h`` extension's report): the call ends as what it was after a short grace.
+- The dialplan's UserEvents: PRFallback (the static group has the caller), PRUnattended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from crisisline.call import State
+from crisisline.stores.calls import QUEUE, call_key
+from crisisline.stores.offers import legs_key, offers_key
+from workers.dispatcher.ami import parse_leg_id, parse_supervisor_leg_id
+from workers.dispatcher.interpreter import parse_interpreter_leg_id
+
+if TYPE_CHECKING:
+    from workers.dispatcher.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+HANGUP_GRACE_S = 1.0  # the h extension's own report usually lands first
+LIVE_STATES = ("ivr", "waiting", "dispatching", "bridged")
+# Asterisk's OriginateResponse Reason codes (main/pbx.c) -> why the offer ended.
+ORIGINATE_REASON = {"1": "hung_up", "3": "no_answer", "5": "busy", "8": "congestion", "0": "failed"}
+
+
+class CallWatch:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.d = dispatcher
+        # Who is in each room now: conference -> channel names (from ConfbridgeJoin/Leave).
+        self.rooms: dict[str, set[str]] = {}
+        # Responder legs by channel name: channel -> (call id, responder id).
+        self.leg_channels: dict[str, tuple[str, str]] = {}
+        self._later: set[asyncio.Task] = set()
+        dispatcher.ami.handlers.append(self.on_event)
+        dispatcher.ami.originate_results.append(self.on_originate_result)
+
+    @property
+    def redis(self):
+        return self.d.redis
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def on_event(self, event: dict[str, str]) -> None:
+        name = event.get("Event", "")
+        if name == "Newchannel":
+            await self._new_channel(event)
+        elif name == "Hangup":
+            await self._hangup(event)
+        elif name == "ConfbridgeJoin":
+            await self._joined(event)
+        elif name == "ConfbridgeLeave":
+            self.rooms.get(event.get("Conference", ""), set()).discard(event.get("Channel", ""))
+        elif name == "ConfbridgeEnd":
+            self.rooms.pop(event.get("Conference", ""), None)
+        elif name == "UserEvent":
+            await self._user_event(event)
+        self.d.wake.set()
+
+    # ---- legs ------------------------------------------------------------------------------
+    async def _new_channel(self, event: dict[str, str]) -> None:
+        leg = parse_leg_id(event.get("Uniqueid", ""))
+        if leg is None:
+            return
+        call_id, _, _, rid = leg
+        channel = event.get("Channel", "")
+        self.leg_channels[channel] = (call_id, rid)
+        await self.redis.hset(legs_key(call_id), rid, channel)
+        await self.redis.expire(legs_key(call_id), 86400)
+        status = (await self.redis.hget(offers_key(call_id), rid) or b"").decode()
+        if not status.startswith("ringing") and status != "accepted":
+            # The offer ended (the caller left, someone else took it) before Asterisk even
+            # created this leg: it must not ring on.
+            await self.d.hangup_leg(call_id, rid)
+
+    async def _hangup(self, event: dict[str, str]) -> None:
+        channel = event.get("Channel", "")
+        leg = parse_leg_id(event.get("Uniqueid", ""))
+        if leg is not None:
+            call_id, _, _, rid = leg
+            self.leg_channels.pop(channel, None)
+            if await self.redis.hget(legs_key(call_id), rid) == channel.encode():
+                await self.redis.hdel(legs_key(call_id), rid)
+            await self._responder_leg_ended(call_id, rid)
+            return
+        if parse_interpreter_leg_id(event.get("Uniqueid", "")) or \
+                parse_supervisor_leg_id(event.get("Uniqueid", "")):
+            return
+        call_id = await self.d.calls.call_on_channel(channel)
+        if call_id:
+            self._spawn(self._caller_gone(call_id, channel))
+
+    async def _responder_leg_ended(self, call_id: str, rid: str) -> None:
+        offers = self.d.offers
+        if await offers.passed(call_id, rid, "hung_up"):
+            return  # it ended while ringing or in the whisper
+        if await self.redis.hget(offers_key(call_id), rid) != b"accepted":
+            return
+        await offers.end_call(rid, call_id, self.d.settings.wrapup_s)
+        await self.d.calls.event(call_id, "responder_left", responder=rid)
+
+    async def _requeue(self, call_id: str, data: dict[str, str]) -> None:
+        cycle = int(data.get("cycle") or 0) + 1
+        score = data.get("queue_score") or str(time.time() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(call_key(call_id), mapping={
+                "state": "waiting", "accepted_by": "", "accepted_at": "", "owner": "",
+                "previous_responder": data.get("accepted_by", ""), "cycle": cycle, "wave": 0,
+                "connected_at": ""})
+            pipe.zadd(QUEUE, {call_id: float(score)})
+            await pipe.execute()
+        await self.d.calls.event(call_id, "requeued", reason="responder_left")
+
+    async def _caller_gone(self, call_id: str, channel: str) -> None:
+        """The caller's channel hung up: give the h extension's report a moment, then end
+        the call as what it was if nobody did (no FastAGI server to run it)."""
+        await asyncio.sleep(HANGUP_GRACE_S)
+        data = await self.d._hash(call_id)
+        if data.get("channel") != channel or data.get("state") not in LIVE_STATES:
+            return
+        calls = self.d.calls
+        if data.get("state") == "bridged" or data.get("time_to_human_s"):
+            await calls.end(call_id, State.ENDED, "bridged", "call_ended", "channel_hung_up")
+        else:
+            await calls.end(call_id, State.ABANDONED, "", "caller_hung_up", "channel_hung_up")
+        await self.d.cancel_legs(call_id)
+
+    async def on_originate_result(self, channel_id: str, result: dict[str, str]) -> None:
+        leg = parse_leg_id(channel_id)
+        if leg is None or result.get("Response") == "Success":
+            return
+        call_id, _, _, rid = leg
+        reason = ORIGINATE_REASON.get(result.get("Reason", "0"), "failed")
+        await self.d.offers.passed(call_id, rid, reason)  # only if it is still ringing
+
+    # ---- rooms -----------------------------------------------------------------------------
+    async def _joined(self, event: dict[str, str]) -> None:
+        room = event.get("Conference", "")
+        channel = event.get("Channel", "")
+        self.rooms.setdefault(room, set()).add(channel)
+        if not room.startswith("call-"):
+            return
+        call_id = room[len("call-"):]
+        interpreter = parse_interpreter_leg_id(event.get("Uniqueid", ""))
+        if interpreter is not None:
+            await self.d.interpreters.joined(call_id)
+            return
+        await self._maybe_bridged(call_id, room)
+
+    async def _maybe_bridged(self, call_id: str, room: str) -> None:
+        """Both the caller and the responder who took the call are in the room: that is the
+        moment a person is with the caller (time to a human)."""
+        data = await self.d._hash(call_id)
+        winner = data.get("accepted_by", "")
+        if not winner or data.get("connected_at") or data.get("state") != "bridged":
+            return
+        members = self.rooms.get(room, set())
+        leg = await self.redis.hget(legs_key(call_id), winner)
+        responder_in = (leg is not None and leg.decode() in members) or winner.startswith("supervisor:")
+        if data.get("channel") not in members or not responder_in:
+            return
+        now = time.time()
+        waited = now - float(data.get("created_at") or now)
+        await self.redis.hset(call_key(call_id), mapping={
+            "connected_at": f"{now:.3f}", "time_to_human_s": f"{waited:.3f}"})
+        await self.d.calls.event(call_id, "bridged", responder=winner,
+                                 time_to_human_s=f"{waited:.3f}")
+
+    # ---- the dialplan's own events ---------------------------------------------------------
+    async def _user_event(self, event: dict[str, str]) -> None:
+        kind = event.get("UserEvent")
+        call_id = event.get("CallID", "")
+        if not call_id:
+            return
+        if kind == "PRFallback":
+            await self.d.cancel_legs(call_id)
+            await self.d.calls.to_fallback(call_id, "dialplan")
+        elif kind == "PRUnattended":
+            await self.d.calls.event(call_id, "unattended")
+        elif kind == "PRResponderLeft":
+            # The responder's leg ended with the caller still on the line; Asterisk has sent
+            # the caller back to waiting ([pr-responder] h): the search starts again.
+            data = await self.d._hash(call_id)
+            if data.get("state") == "bridged" and data.get("accepted_by") == event.get("Responder"):
+                await self._requeue(call_id, data)
