@@ -64,3 +64,27 @@ def same_audio(a: bytes, b: bytes) -> bool:
     """The same sound, give or take sox's dither (random +-1 LSB per run)."""
     x, y = pcm(a), pcm(b)
     return len(x) == len(y) and max((abs(p - q) for p, q in zip(x, y, strict=True)), default=0) <= 2
+
+
+def _envelope(samples: list[int], frame: int = 160) -> list[float]:
+    return [sum(x * x for x in samples[i:i + frame]) ** 0.5
+            for i in range(0, len(samples) - frame + 1, frame)]
+
+
+def _corr(a: list[float], b: list[float]) -> float:
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    ma, mb = sum(a) / n, sum(b) / n
+    num = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+    den = (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
+    return num / den if den else 0.0
+
+
+def likeness(recording: bytes, source: bytes, min_overlap: int = 50) -> float:
+    """How well the loudness contour (20 ms frames at 8 kHz) of ``recording`` matches some
+    stretch of ``source`` looped (1.0: the same speech; unrelated sounds stay far lower).
+    Both must be 8 kHz WAV."""
+    rec, src = _envelope(pcm(recording)), _envelope(pcm(source))
+    looped = src * (len(rec) // max(len(src), 1) + 2)
+    return max((_corr(rec, looped[s:]) for s in range(len(src))
+                if min(len(rec), len(looped) - s) >= min_overlap), default=0.0)
