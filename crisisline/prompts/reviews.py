@@ -17,6 +17,7 @@ A row holds two independent things:
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import (
     CheckConstraint,
@@ -105,9 +106,14 @@ def read_all(settings: Settings, with_audio: bool = False, migrate: bool = True
     command must not go on as if no reviewer had ever worked (it would render the shipped
     texts over theirs)."""
     from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
 
     from crisisline import db
 
+    url = make_url(settings.sql_url)
+    if not migrate and url.get_backend_name() == "sqlite" and url.database \
+            and url.database != ":memory:" and not Path(url.database).exists():
+        return []  # no database yet (and reading must not create one)
     engine = db.engine_for(settings)
     try:
         if migrate:
