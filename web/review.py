@@ -30,7 +30,7 @@ from flask import (
 from crisisline.prompts import files, review_state, reviews, workspace
 from crisisline.prompts.catalog import Catalog, load_catalog
 from crisisline.prompts.recording import MAX_BYTES, MAX_SECONDS, AudioRefused, prepare
-from crisisline.prompts.render import has_voice
+from crisisline.prompts.render import has_voice, plan
 from crisisline.prompts.workspace import Refused, Stale
 from web import state
 from web.auth import current_user, roles
@@ -237,8 +237,8 @@ def audio(lang: str, stem: str) -> Any:
     request), only to reviewers of the language and admins, never cached."""
     _known(lang)
     catalog = workspace.effective(state.db(), shipped_catalog())
-    planned = {stem for p in workspace.prompts_for(catalog, lang)
-               for stem in files.files_of(state.settings(), catalog, lang, p)}
+    mine = set(workspace.prompts_for(catalog, lang))
+    planned = {job.file for job in plan(state.settings(), catalog, [lang]) if job.prompt in mine}
     if stem not in planned:
         abort(404)
     path = files.audio_path(state.settings(), lang, stem)

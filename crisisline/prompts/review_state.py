@@ -19,7 +19,7 @@ from crisisline.prompts.catalog import Catalog
 from crisisline.prompts.overlay import Conflict, apply_reviews, conflict_of
 from crisisline.prompts.render import _read_manifest, has_voice, plan
 from crisisline.prompts.reviews import PromptReview
-from crisisline.prompts.workspace import prompts_for, recordable
+from crisisline.prompts.workspace import prompts_for
 
 # What plays for a prompt now (its first file, for prompts with several).
 RECORDING, HAND_RECORDING, RENDERED, OUTDATED, MISSING = (
@@ -116,7 +116,7 @@ def language_state(settings: Settings, catalog: Catalog, rows: Iterable[PromptRe
             edited_by=row.text_by if row else None, edited_at=row.text_at if row else None,
             version=row.version if row else 0,
             conflict=conflict_of(catalog, row) if row else None, stems=stems,
-            recordable=recordable(settings, live, lang, name), audio=audio, missing_why=why,
+            recordable=stems == [name], audio=audio, missing_why=why,
             recording=row if row and row.has_recording else None,
             recording_outdated=bool(row and row.has_recording and entry
                                     and row.recording_text != entry.text)))

@@ -350,3 +350,52 @@ def test_reviewer_accounts_need_known_languages(tmp_path: Path) -> None:
     args = build_parser().parse_args(["user", "add", "ana", "--role", "reviewer",
                                       "--languages", "ht,kea"])
     assert (args.role, args.languages) == ("reviewer", "ht,kea")
+
+
+def test_recordings_need_the_forms_csrf_token(review_app: Flask, review_settings: config.Settings,
+                                              sounds: dict[str, Path]) -> None:
+    reviewer = logged_in(review_app, "reviewer")
+    before = sha(review_settings.prompts_path / "ht" / "promise.wav")
+    for headers in ({}, {"X-CSRF-Token": "not-the-token"}):
+        with open(sounds["speech"], "rb") as f:
+            response = reviewer.post("/review/ht/promise/recording", headers=headers,
+                                     data={"version": "0", "audio": (f, "take.wav")},
+                                     content_type="multipart/form-data")
+        assert response.status_code == 400
+        assert "expired or came from another site" in response.get_data(as_text=True)
+    assert sha(review_settings.prompts_path / "ht" / "promise.wav") == before
+    assert rows(review_settings) == {} and audit_entries(review_settings) == []
+
+
+def test_the_whispers_prompts_are_rendered_again_for_every_file(
+        review_app: Flask, review_settings: config.Settings) -> None:
+    """The whisper's language line is one file per caller language: a corrected text remakes
+    them all (admins review every language, responders' English and Spanish included)."""
+    folder = review_settings.prompts_path / "es"
+    stems = [f"whisper_language_{c}" for c in review_settings.languages]
+    before = {s: (folder / f"{s}.wav").read_bytes() for s in stems}
+    admin = logged_in(review_app, "admin")
+    html = page(admin, "es")
+    assert "Played as 4 files" in html.split('id="p-whisper_language"', 1)[1].split("</section>")[0]
+    response = post(admin, "/review/es/whisper_language/text", text="La persona habla {language}.",
+                    version="0")
+    assert response.status_code == 302
+    for s in stems:
+        assert (folder / f"{s}.wav").read_bytes() != before[s], s
+    # Without {language} the responder would not hear which language: refused.
+    response = post(admin, "/review/es/whisper_language/text", text="La persona habla.", version="1")
+    assert response.status_code == 400 and "must keep {language}" in response.get_data(as_text=True)
+    # Recording one file for all of them is not offered.
+    assert upload(admin, "es", "whisper_language", Path(__file__)).status_code == 400
+
+
+def test_a_recording_moves_a_hand_placed_file_of_another_format_aside(
+        review_app: Flask, review_settings: config.Settings, sounds: dict[str, Path]) -> None:
+    folder = review_settings.prompts_path / "ht"
+    sox(str(folder / "goodbye_callback.wav"), "-r", "8000", "-c", "1", str(folder / "goodbye_callback.gsm"))
+    gsm = (folder / "goodbye_callback.gsm").read_bytes()
+    reviewer = logged_in(review_app, "reviewer")
+    assert upload(reviewer, "ht", "goodbye_callback", sounds["speech"]).status_code == 302
+    assert not (folder / "goodbye_callback.gsm").exists()  # Asterisk can't pick the old one
+    kept = list((review_settings.var_path / "prompt-reviews" / "replaced" / "ht").iterdir())
+    assert [p.read_bytes() for p in kept] == [gsm]

@@ -5,7 +5,28 @@
 (function () {
   'use strict';
 
-  function wavFile(chunks, rate) {
+  // Above 48 kHz, average neighbouring samples down (the server makes 8 kHz of it anyway):
+  // a minute stays well under the upload limit.
+  function downsample(chunks, rate) {
+    const k = Math.ceil(rate / 48000);
+    if (k <= 1) return { chunks: chunks, rate: rate };
+    let n = 0;
+    chunks.forEach(function (c) { n += c.length; });
+    const all = new Float32Array(n);
+    let at = 0;
+    chunks.forEach(function (c) { all.set(c, at); at += c.length; });
+    const out = new Float32Array(Math.floor(n / k));
+    for (let i = 0; i < out.length; i++) {
+      let sum = 0;
+      for (let j = 0; j < k; j++) sum += all[i * k + j];
+      out[i] = sum / k;
+    }
+    return { chunks: [out], rate: Math.round(rate / k) };
+  }
+
+  function wavFile(rawChunks, rawRate) {
+    const d = downsample(rawChunks, rawRate);
+    const chunks = d.chunks, rate = d.rate;
     let n = 0;
     chunks.forEach(function (c) { n += c.length; });
     const buf = new ArrayBuffer(44 + n * 2);
@@ -58,23 +79,32 @@
         buttons('idle');
         return;
       }
-      ctx = new AudioContext();
-      rate = ctx.sampleRate;
-      await ctx.audioWorklet.addModule(box.dataset.worklet);
-      const source = ctx.createMediaStreamSource(stream);
-      const node = new AudioWorkletNode(ctx, 'pr-capture');
-      const silent = ctx.createGain();
-      silent.gain.value = 0;  // the worklet must be pulled, but nothing is played back
-      chunks = [];
-      node.port.onmessage = function (ev) {
-        chunks.push(ev.data);
-        let peak = 0;
-        for (let i = 0; i < ev.data.length; i++) peak = Math.max(peak, Math.abs(ev.data[i]));
-        meter.value = peak;
-      };
-      source.connect(node);
-      node.connect(silent);
-      silent.connect(ctx.destination);
+      try {
+        ctx = new AudioContext();
+        rate = ctx.sampleRate;
+        await ctx.audioWorklet.addModule(box.dataset.worklet);
+        const source = ctx.createMediaStreamSource(stream);
+        const node = new AudioWorkletNode(ctx, 'pr-capture');
+        const silent = ctx.createGain();
+        silent.gain.value = 0;  // the worklet must be pulled, but nothing is played back
+        chunks = [];
+        node.port.onmessage = function (ev) {
+          chunks.push(ev.data);
+          let peak = 0;
+          for (let i = 0; i < ev.data.length; i++) peak = Math.max(peak, Math.abs(ev.data[i]));
+          meter.value = peak;
+        };
+        source.connect(node);
+        node.connect(silent);
+        silent.connect(ctx.destination);
+      } catch (e) {
+        stream.getTracks().forEach(function (t) { t.stop(); });
+        if (ctx) ctx.close();
+        stream = ctx = null;
+        say('This browser could not record (' + e.message + '). Upload a file instead.', true);
+        buttons('idle');
+        return;
+      }
       started = Date.now();
       buttons('recording');
       say('Recording: read the text now, then press Stop.');
