@@ -25,6 +25,7 @@ def check_prompts(settings: Settings) -> list[str]:
     from crisisline.prompts.catalog import load_catalog
     from crisisline.prompts.overlay import apply_reviews, conflicts
     from crisisline.prompts.render import audio_status, has_voice
+    from crisisline.prompts.review_state import outdated_recordings
     from crisisline.prompts.reviews import read_all
 
     problems = []
@@ -44,6 +45,9 @@ def check_prompts(settings: Settings) -> list[str]:
         problems.append(f"prompt {c.language}/{c.prompt}: this release changed the text a reviewer "
                         "worked on; the line keeps the reviewer's until one chooses on the review "
                         "page (the panel's Prompt review)")
+    for lang, name in outdated_recordings(settings, shipped, rows):
+        problems.append(f"recording {lang}/{name} reads an earlier text than the line's (a corrected "
+                        "text, or a key moved in PR_LANGUAGES); record it again on the review page")
     for name, lang in catalog.missing():
         problems.append(f"prompt {name!r} has no text in {lang!r}")
     for lang in settings.languages:

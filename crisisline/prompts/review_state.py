@@ -47,6 +47,7 @@ class PromptState:
     missing_why: str | None = None
     recording: PromptReview | None = None  # the row, when the panel made the recording
     recording_outdated: bool = False  # recorded from a text that has changed since
+    spoken: str | None = None  # the text as said, placeholders filled ("... press 4.")
 
 
 @dataclass
@@ -117,9 +118,10 @@ def language_state(settings: Settings, catalog: Catalog, rows: Iterable[PromptRe
             version=row.version if row else 0,
             conflict=conflict_of(catalog, row) if row else None, stems=stems,
             recordable=stems == [name], audio=audio, missing_why=why,
+            spoken=first.text if first else None,
             recording=row if row and row.has_recording else None,
-            recording_outdated=bool(row and row.has_recording and entry
-                                    and row.recording_text != entry.text)))
+            recording_outdated=bool(row and row.has_recording and first
+                                    and row.recording_text != first.text)))
     return out
 
 
@@ -153,4 +155,21 @@ def summaries(settings: Settings, catalog: Catalog, rows: Iterable[PromptReview]
             s.conflicts += p.conflict is not None
             s.outdated_recordings += p.recording_outdated
         out.append(s)
+    return out
+
+
+def outdated_recordings(settings: Settings, catalog: Catalog,
+                        rows: Iterable[PromptReview]) -> list[tuple[str, str]]:
+    """(language, prompt) of panel recordings that read a text the line no longer says
+    (the text was corrected, or a menu key moved when PR_LANGUAGES was reordered)."""
+    rows = list(rows)
+    live = apply_reviews(catalog, rows)
+    out = []
+    for row in rows:
+        if not row.has_recording or row.prompt not in live.prompts \
+                or row.language not in live.languages:
+            continue
+        jobs = [j for j in plan(settings, live, [row.language]) if j.prompt == row.prompt]
+        if jobs and row.recording_text != jobs[0].text:
+            out.append((row.language, row.prompt))
     return out

@@ -21,7 +21,7 @@ from crisisline.prompts import files, reviews
 from crisisline.prompts.catalog import RESPONDER_REQUIRED, Catalog, normalize, text_problem
 from crisisline.prompts.overlay import apply_reviews, conflict_of, needed_fields, shipped_text
 from crisisline.prompts.recording import Prepared
-from crisisline.prompts.render import RenderReport, ToolMissing, render_prompt
+from crisisline.prompts.render import RenderReport, ToolMissing, plan, render_prompt
 from crisisline.prompts.reviews import PromptReview
 from crisisline.users import audit
 
@@ -53,6 +53,12 @@ def recordable(settings: Settings, catalog: Catalog, lang: str, prompt: str) -> 
     """One file, one recording. Prompts played as one file per caller language or per
     neighborhood ({language}, {neighborhood}) are rendered from their text only."""
     return files.files_of(settings, catalog, lang, prompt) == [prompt]
+
+
+def spoken_text(settings: Settings, catalog: Catalog, lang: str, prompt: str) -> str | None:
+    """The text of the prompt's (first) file as the line says it, placeholders filled."""
+    jobs = [j for j in plan(settings, catalog, [lang]) if j.prompt == prompt]
+    return jobs[0].text if jobs else None
 
 
 def effective(session: Session, catalog: Catalog) -> Catalog:
@@ -167,7 +173,10 @@ def save_recording(settings: Settings, session: Session, catalog: Catalog, user:
     if not recordable(settings, catalog, lang, prompt):
         raise Refused("This prompt is played as several files (one per language or "
                       "neighborhood); it is made from its text, not recorded.")
-    text = _current_text(catalog, row)
+    # What the reviewer read: the text with its placeholders filled in ("... press 4."), so a
+    # later change of either (a new text, or a new key after PR_LANGUAGES was reordered)
+    # shows the recording as out of date.
+    text = spoken_text(settings, effective(session, catalog), lang, prompt)
     old_sha = row.recording_sha256
     row.recording_sha256, row.recording_seconds = audio.sha256, audio.seconds
     row.recording_source, row.recording_by, row.recording_at = source, user, _now()

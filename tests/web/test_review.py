@@ -120,6 +120,8 @@ def test_a_reviewer_sees_and_changes_only_their_languages(review_app: Flask,
     html = page(reviewer, "ht")
     assert str(escape(CATALOG.prompts["promise"].texts["en"].text)) in html
     assert "Pou kreyòl ayisyen, peze {key}." in html
+    # What to read aloud when recording it: the key filled in (ht is 3 on this menu).
+    assert "Pou kreyòl ayisyen, peze 3.</q>" in html.split('id="p-language_option"', 1)[1]
     audio = reviewer.get("/review/ht/audio/promise")
     assert audio.status_code == 200 and audio.mimetype == "audio/wav"
     assert audio.data == (review_settings.prompts_path / "ht" / "promise.wav").read_bytes()
@@ -399,3 +401,24 @@ def test_a_recording_moves_a_hand_placed_file_of_another_format_aside(
     assert not (folder / "goodbye_callback.gsm").exists()  # Asterisk can't pick the old one
     kept = list((review_settings.var_path / "prompt-reviews" / "replaced" / "ht").iterdir())
     assert [p.read_bytes() for p in kept] == [gsm]
+
+
+def test_a_menu_recording_is_flagged_when_its_key_moves(review_app: Flask,
+                                                        review_settings: config.Settings,
+                                                        sounds: dict[str, Path]) -> None:
+    """A recorded menu line says its key ("... press 3"): if PR_LANGUAGES is reordered the
+    key moves, and `check` and the page say the recording must be made again."""
+    import dataclasses
+
+    from peoples_response.check import check_prompts
+
+    reviewer = logged_in(review_app, "reviewer")
+    assert upload(reviewer, "ht", "language_option", sounds["speech"]).status_code == 302
+    assert rows(review_settings)[("ht", "language_option")].recording_text == \
+        "Pou kreyòl ayisyen, peze 3."
+    assert not [p for p in check_prompts(review_settings) if "recording ht/" in p]
+    assert "made of an earlier text" not in page(reviewer, "ht")
+
+    moved = dataclasses.replace(review_settings, languages=("en", "ht", "es", "so"))  # ht: 2
+    assert any(p.startswith("recording ht/language_option reads an earlier text")
+               for p in check_prompts(moved))
