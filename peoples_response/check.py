@@ -23,13 +23,31 @@ def check_prompts(settings: Settings) -> list[str]:
     from crisisline.ivr import menu_pages
     from crisisline.prompts.availability import missing_caller_audio
     from crisisline.prompts.catalog import load_catalog
+    from crisisline.prompts.overlay import apply_reviews, conflicts
     from crisisline.prompts.render import audio_status, has_voice
+    from crisisline.prompts.review_state import outdated_recordings
+    from crisisline.prompts.reviews import read_all
 
     problems = []
     try:
-        catalog = load_catalog()
+        shipped = load_catalog()
     except (OSError, ValueError) as exc:
         return [f"prompt catalog: {exc}"]
+    try:
+        rows = read_all(settings, migrate=False)  # check changes nothing, not even the schema
+    except Exception as exc:
+        rows = []
+        problems.append(f"prompt reviews: can't read the reviewers' texts from SQL ({exc}); "
+                        "what follows is about the shipped catalog alone")
+    # The catalog the line speaks: a reviewer's text fills what the shipped one lacks.
+    catalog = apply_reviews(shipped, rows)
+    for c in conflicts(shipped, rows):
+        problems.append(f"prompt {c.language}/{c.prompt}: this release changed the text a reviewer "
+                        "worked on; the line keeps the reviewer's until one chooses on the review "
+                        "page (the panel's Prompt review)")
+    for lang, name in outdated_recordings(settings, shipped, rows):
+        problems.append(f"recording {lang}/{name} reads an earlier text than the line's (a corrected "
+                        "text, or a key moved in PR_LANGUAGES); record it again on the review page")
     for name, lang in catalog.missing():
         problems.append(f"prompt {name!r} has no text in {lang!r}")
     for lang in settings.languages:

@@ -61,6 +61,12 @@ def cmd_prompts_status(args: argparse.Namespace, settings: config.Settings) -> i
     return prompts_cmd.status(args, settings)
 
 
+def cmd_prompts_export(args: argparse.Namespace, settings: config.Settings) -> int:
+    from peoples_response import prompts_cmd
+
+    return prompts_cmd.export(args, settings)
+
+
 def cmd_roster_import(args: argparse.Namespace, settings: config.Settings) -> int:
     from crisisline.roster import commands
 
@@ -132,7 +138,7 @@ def cmd_web(args: argparse.Namespace, settings: config.Settings) -> int:
 def cmd_user_add(args: argparse.Namespace, settings: config.Settings) -> int:
     from web.cli import user_add
 
-    return user_add(settings, args.name, args.role, sys.stdin)
+    return user_add(settings, args.name, args.role, sys.stdin, languages=args.languages)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_prompts_render)
     status = prompts_sub.add_parser("status", help="per language: reviewed, draft, missing audio")
     status.set_defaults(func=cmd_prompts_status)
+    export = prompts_sub.add_parser("export", help="reviewed texts (catalog YAML) and panel "
+                                    "recordings to a folder")
+    export.add_argument("out", nargs="?", default="prompts-export",
+                        help="folder to write catalog.yaml and recordings/ into "
+                             "(default: ./prompts-export)")
+    export.set_defaults(func=cmd_prompts_export)
     disp = sub.add_parser("dispatcher", help="ring responders for waiting calls (AMI client)")
     disp.set_defaults(func=cmd_dispatcher)
 
@@ -213,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="WHAT")
     add = user_sub.add_parser("add", help="create an account; the password is read from stdin")
     add.add_argument("name")
-    add.add_argument("--role", required=True, choices=["supervisor", "admin", "oversight"])
+    add.add_argument("--role", required=True,
+                     choices=["supervisor", "admin", "oversight", "reviewer"])
+    add.add_argument("--languages", metavar="CODES",
+                     help="reviewers only: the languages they review, e.g. ht,kea")
     add.set_defaults(func=cmd_user_add)
 
     roster = sub.add_parser("roster", help="teams, responders and on-call schedules")

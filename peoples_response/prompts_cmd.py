@@ -1,14 +1,23 @@
-"""``peoples-response prompts render|status``."""
+"""``peoples-response prompts render|status|export``.
+
+Every one of them works on the catalog the line speaks: the shipped catalog with the
+reviewers' texts (SQL) on top. Rendering from the shipped catalog alone would put the
+shipped texts back over reviewed ones, so when SQL can't be read, render refuses.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from crisisline.config import Settings
 from crisisline.prompts.availability import available_languages
-from crisisline.prompts.catalog import load_catalog
+from crisisline.prompts.catalog import Catalog, load_catalog
+from crisisline.prompts.files import restore_recordings
+from crisisline.prompts.overlay import apply_reviews, conflicts
 from crisisline.prompts.render import RenderReport, ToolMissing, audio_status, render_all
+from crisisline.prompts.reviews import PromptReview, read_all
 
 
 def _progress(done: int, total: int, name: str) -> None:
@@ -23,9 +32,26 @@ def _summary(report: RenderReport) -> str:
             f"{len(report.recorded)} human recordings kept, {len(report.missing_audio)} missing")
 
 
+def _live(settings: Settings, with_audio: bool = False) -> tuple[Catalog, list[PromptReview]]:
+    """(shipped catalog, review rows); raises what SQL raises."""
+    return load_catalog(), read_all(settings, with_audio=with_audio)
+
+
+def _restore(settings: Settings, rows: list[PromptReview]) -> list[str]:
+    return restore_recordings(settings, [(r.language, r.prompt, r.recording_sha256, r.recording_wav)
+                                         for r in rows if r.has_recording and r.recording_wav])
+
+
 def render(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        report = render_all(settings, load_catalog(), languages=args.language,
+        catalog, rows = _live(settings, with_audio=True)
+    except Exception as exc:  # SQL unreachable, bad URL, ...: say it, render nothing
+        print(f"prompts render: can't read the reviewers' texts from SQL ({exc}); nothing was "
+              "rendered (the shipped texts would replace reviewed ones)", file=sys.stderr)
+        return 2
+    restored = _restore(settings, rows)
+    try:
+        report = render_all(settings, apply_reviews(catalog, rows), languages=args.language,
                             progress=_progress, force=args.force)
     except ToolMissing as exc:
         print(f"prompts render: {exc}", file=sys.stderr)
@@ -33,6 +59,8 @@ def render(args: argparse.Namespace, settings: Settings) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(f"prompts render: {_summary(report)} (in {settings.prompts_path})")
+    if restored:
+        print(f"  restored {len(restored)} recording(s) made in the panel: {', '.join(restored)}")
     for problem in report.problems:
         print(f"  missing: {problem}")
     return 1 if report.missing_audio else 0
@@ -41,7 +69,16 @@ def render(args: argparse.Namespace, settings: Settings) -> int:
 def render_missing(settings: Settings) -> None:
     """For ``up``: render what's missing, quietly unless something is wrong."""
     try:
-        report = render_all(settings, load_catalog())
+        catalog, rows = _live(settings, with_audio=True)
+    except Exception as exc:
+        print(f"peoples-response up: can't read the reviewers' texts from SQL ({exc}); "
+              "prompts not rendered", file=sys.stderr)
+        return
+    restored = _restore(settings, rows)
+    if restored:
+        print(f"prompts: restored {len(restored)} recording(s) made in the panel", flush=True)
+    try:
+        report = render_all(settings, apply_reviews(catalog, rows))
     except ToolMissing as exc:
         print(f"peoples-response up: can't render prompts: {exc}", file=sys.stderr)
         return
@@ -52,15 +89,46 @@ def render_missing(settings: Settings) -> None:
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
-    catalog = load_catalog()
-    rows = audio_status(settings, catalog)
-    print(f"{'language':<10}{'reviewed':>10}{'draft':>8}{'missing audio':>15}{'recorded':>10}")
-    for lang, row in rows.items():
+    try:
+        catalog, rows = _live(settings)
+    except Exception as exc:
+        print(f"prompts status: can't read the reviewers' texts from SQL ({exc})", file=sys.stderr)
+        return 2
+    live = apply_reviews(catalog, rows)
+    clash = conflicts(catalog, rows)
+    rows_by_lang = audio_status(settings, live)
+    print(f"{'language':<10}{'reviewed':>10}{'draft':>8}{'missing audio':>15}{'recorded':>10}"
+          f"{'conflicts':>11}")
+    for lang, row in rows_by_lang.items():
+        n = sum(c.language == lang for c in clash)
         print(f"{lang:<10}{len(row['reviewed']):>10}{len(row['draft']):>8}"
-              f"{len(row['missing_audio']):>15}{len(row['recorded']):>10}")
-    offered = available_languages(settings, catalog)
+              f"{len(row['missing_audio']):>15}{len(row['recorded']):>10}{n:>11}")
+    offered = available_languages(settings, live)
+    print(f"on the language menu: {', '.join(offered) or '(none)'}")
     left_out = [lang for lang in settings.languages if lang not in offered]
     if left_out:
         # Said here too, so nobody wonders why a configured language is never offered.
         print(f"left off the language menu (a caller prompt has no audio): {', '.join(left_out)}")
+    for c in clash:
+        print(f"conflict: {c.language}/{c.prompt}: a release changed the text a reviewer worked "
+              "on; a reviewer chooses on the review page")
     return 0
+
+
+def export(args: argparse.Namespace, settings: Settings) -> int:
+    from crisisline.prompts.export import export as write_export
+
+    try:
+        catalog, rows = _live(settings, with_audio=True)
+    except Exception as exc:
+        print(f"prompts export: can't read the reviewers' texts from SQL ({exc})", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    report = write_export(catalog, rows, out)
+    print(f"prompts export: {report.texts} texts ({report.reviewed} reviewed) to {report.catalog}; "
+          f"{len(report.recordings)} recording(s) to {out / 'recordings'}")
+    for rel in report.conflicts:
+        print(f"  conflict (exported with the reviewer's text): {rel}")
+    for rel in report.damaged:
+        print(f"  not exported, its stored audio does not match its hash: {rel}", file=sys.stderr)
+    return 1 if report.damaged else 0

@@ -127,12 +127,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     logs = settings.var_path / "log"
     logs.mkdir(parents=True, exist_ok=True)
     exe = [sys.executable, "-m", "peoples_response.cli"]
+    # SQL first: rendering reads the reviewers' texts from it.
+    _prepare_sql(settings)
     if not getattr(args, "no_render", False):
         from peoples_response import prompts_cmd
 
         prompts_cmd.render_missing(settings)
-
-    _prepare_sql(settings)
     redis_url, redis_proc = _start_redis(settings, logs)
     env = {**os.environ, "PR_REDIS_URL": redis_url, "PR_VAR_DIR": str(settings.var_path)}
     if settings.asterisk == "standin" and not settings.ami_secret:

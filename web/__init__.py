@@ -3,7 +3,8 @@
     queue      supervisor   live queue, active calls, responders, callbacks, actions, /queue/events
     roster     admin        teams, responders, shifts, overrides, week view, audit log
     history    supervisor, admin   call search, timeline, audited reveal of number/transcript
-    oversight  oversight    de-identified report, CSV, SVG chart
+    oversight  oversight    de-identified report, CSV, SVG chart; state of prompt review
+    review     reviewer, admin   a page per language: correct, review, record, upload prompts
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from flask import Flask, render_template
+from flask import Flask, jsonify, render_template, request
 
 from crisisline import config, db
 from crisisline.config import Settings
+from crisisline.prompts.recording import too_big_message
 from crisisline.roster.csv_format import KNOWN_LANGUAGES
 from web import auth, security, state
 from web.live import EventHub, Live
@@ -53,9 +55,9 @@ def create_app(settings: Settings | None = None, testing: bool = False,
         hub=EventHub(settings.effective_redis_url))
     app.teardown_appcontext(state.close_db)
 
-    from web import history, oversight, queue, roster
+    from web import history, oversight, queue, review, roster
 
-    for blueprint in (auth.bp, queue.bp, roster.bp, history.bp, oversight.bp):
+    for blueprint in (auth.bp, queue.bp, roster.bp, history.bp, oversight.bp, review.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/health")
@@ -93,15 +95,19 @@ def create_app(settings: Settings | None = None, testing: bool = False,
     app.jinja_env.globals["LANGUAGES"] = KNOWN_LANGUAGES
     app.jinja_env.globals["SOURCES"] = SOURCES
 
-    def error_page(code: int, title: str) -> Any:
+    def error_page(code: int, title: str, message: str = "") -> Any:
         def handler(exc: Exception) -> Any:
-            message = getattr(exc, "description", "") or ""
-            return render_template("error.html", code=code, title=title, message=message), code
+            text = message or getattr(exc, "description", "") or ""
+            if request.accept_mimetypes.best == "application/json":  # the recorder's fetch
+                return jsonify(error=text or title), code
+            return render_template("error.html", code=code, title=title, message=text), code
         return handler
 
     app.register_error_handler(400, error_page(400, "Bad request"))
     app.register_error_handler(401, error_page(401, "Log in first"))
     app.register_error_handler(403, error_page(403, "Not for your role"))
     app.register_error_handler(404, error_page(404, "Not found"))
+    app.register_error_handler(413, error_page(413, "Too large", too_big_message()))
+    app.register_error_handler(415, error_page(415, "Not a format we can use"))
     app.register_error_handler(429, error_page(429, "Too many attempts"))
     return app

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "health", "static"})
-HOME = {"supervisor": "queue.index", "admin": "roster.index", "oversight": "oversight.report"}
+HOME = {"supervisor": "queue.index", "admin": "roster.index", "oversight": "oversight.report",
+        "reviewer": "review.index"}
+STAFF = ("supervisor", "admin", "oversight", "reviewer")
 # Failed logins allowed per window: per account (guessing one password) and per address
 # (trying many accounts). Counted in Redis so every panel process shares them.
 USER_LIMIT = 5
@@ -56,6 +58,11 @@ class CurrentUser:
     id: int
     name: str
     role: str
+    languages: tuple[str, ...] = ()  # reviewers: the languages they review
+
+    def may_review(self, lang: str) -> bool:
+        """Admins review every language; reviewers only their own; nobody else any."""
+        return self.role == "admin" or (self.role == "reviewer" and lang in self.languages)
 
 
 def roles(*allowed: str) -> Callable[[F], F]:
@@ -83,7 +90,7 @@ def _load_user() -> CurrentUser | None:
     if user is None or user.disabled or session.get("fp") != _fingerprint(user.password_hash):
         session.clear()
         return None
-    return CurrentUser(user.id, user.name, user.role)
+    return CurrentUser(user.id, user.name, user.role, user.language_list)
 
 
 def guard() -> Response | None:
@@ -102,6 +109,11 @@ def guard() -> Response | None:
     view = current_app.view_functions.get(endpoint)
     allowed = getattr(view, "allowed_roles", frozenset())
     if user.role not in allowed:
+        abort(403)
+    # A route about one language (its <lang> part) is only for those who review it: checked
+    # here, before a form or an upload is even read.
+    lang = (request.view_args or {}).get("lang")
+    if lang is not None and user.role in ("reviewer", "admin") and not user.may_review(lang):
         abort(403)
     return None
 
@@ -189,7 +201,7 @@ def login() -> Any:
 
 
 @bp.route("/logout", methods=["POST"])
-@roles("supervisor", "admin", "oversight")
+@roles(*STAFF)
 def logout() -> Any:
     session.clear()
     flash("You are logged out.")
@@ -197,7 +209,7 @@ def logout() -> Any:
 
 
 @bp.route("/")
-@roles("supervisor", "admin", "oversight")
+@roles(*STAFF)
 def home() -> Any:
     user = current_user()
     assert user is not None  # the guard let us in

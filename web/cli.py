@@ -66,12 +66,38 @@ def read_password(stream: TextIO, err: TextIO) -> str | None:
     return line[:-1] if line.endswith("\n") else line  # keep inner and leading spaces as typed
 
 
+def parse_languages(role: str, languages: str | None) -> tuple[str | None, str | None]:
+    """(stored value, problem) for ``--languages``: required for reviewers, who see only
+    these languages; refused for other roles (an admin sees every language anyway)."""
+    from crisisline.prompts.catalog import CatalogError, load_catalog
+
+    if role != "reviewer":
+        return None, ("--languages is only for reviewers" if languages else None)
+    codes = [c.strip() for c in (languages or "").split(",") if c.strip()]
+    if not codes:
+        return None, "a reviewer needs --languages, e.g. --languages ht,kea"
+    try:
+        known = load_catalog().languages
+    except CatalogError as exc:
+        return None, str(exc)
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        return None, (f"no language {unknown[0]!r} in the prompt catalog (known: "
+                      f"{', '.join(known)})")
+    return ",".join(dict.fromkeys(codes)), None
+
+
 def user_add(settings: Settings, name: str, role: str, password_stream: TextIO,
-             err: TextIO | None = None) -> int:
-    """Create a panel account; 0 on success, 1 (with the reason on ``err``) otherwise."""
+             err: TextIO | None = None, languages: str | None = None) -> int:
+    """Create a panel account; 0 on success, 1 (with the reason on ``err``) otherwise.
+    ``languages``: for a reviewer, the comma-separated codes they review."""
     err = err or sys.stderr
     if role not in ROLES:
         print(f"user add: role must be one of {', '.join(ROLES)}, got {role!r}", file=err)
+        return 1
+    stored_languages, problem = parse_languages(role, languages)
+    if problem:
+        print(f"user add: {problem}; nothing was changed", file=err)
         return 1
     if not NAME.match(name):
         print("user add: names are letters, digits, . _ @ - (up to 64), starting with a letter "
@@ -92,13 +118,15 @@ def user_add(settings: Settings, name: str, role: str, password_stream: TextIO,
                 print(f"user add: {name!r} already exists", file=err)
                 return 1
             session.add(User(name=name, role=role, password_hash=passwords.hash_password(password),
-                             created_at=datetime.now(UTC), disabled=False))
+                             created_at=datetime.now(UTC), disabled=False,
+                             languages=stored_languages))
     except IntegrityError:
         print(f"user add: {name!r} already exists", file=err)
         return 1
     finally:
         engine.dispose()
-    print(f"user add: created {role} {name!r}", file=err)
+    extra = f" for {stored_languages}" if stored_languages else ""
+    print(f"user add: created {role} {name!r}{extra}", file=err)
     return 0
 
 

@@ -122,3 +122,19 @@ def report_csv() -> Response:
     name = f"peoples-response-report-{start:%Y-%m}-to-{end:%Y-%m}.csv"
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/prompts")
+@roles("oversight", "admin")
+def prompts() -> Any:
+    """The state of review per language, and the latest changes to what the line says
+    (from the audit log: who changed which prompt, when, old and new text)."""
+    from crisisline.prompts import review_state, reviews
+    from crisisline.users import audit
+    from web.review import shipped_catalog
+
+    session = state.db()
+    summaries = review_state.summaries(state.settings(), shipped_catalog(),
+                                       reviews.all_reviews(session))
+    return render_template("oversight_prompts.html", summaries=summaries,
+                           changes=audit.prompt_changes(session, limit=200))

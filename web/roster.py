@@ -164,4 +164,4 @@ def audit_log() -> Any:
     entries = audit.recent(session, limit=AUDIT_PAGE, offset=page * AUDIT_PAGE,
                            call_id=request.args.get("call_id") or None)
     return render_template("audit.html", entries=entries, page=page, total=audit.count(session),
-                           page_size=AUDIT_PAGE)
+                           page_size=AUDIT_PAGE, prompt_detail=audit.prompt_detail)

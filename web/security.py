@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
-from flask import Flask, Response, abort, request, session
+from flask import Flask, Response, abort, current_app, request, session
 from markupsafe import Markup
 
 from crisisline.config import Settings
@@ -20,6 +22,8 @@ from crisisline.config import Settings
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_BODY = 1024 * 1024  # every request body, except views that declare their own limit
+F = TypeVar("F", bound=Callable[..., Any])
 
 # No inline script or style anywhere (the live parts are files in web/static), no framing,
 # no plugins; forms post only to this origin.
@@ -36,7 +40,7 @@ def configure(app: Flask, settings: Settings, https: bool) -> None:
         SESSION_COOKIE_SECURE=https,
         # A shift is at most a day; log in again after 12 hours.
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
-        MAX_CONTENT_LENGTH=1024 * 1024,
+        MAX_CONTENT_LENGTH=MAX_BODY,
     )
     app.before_request(check_csrf)
     app.after_request(lambda response: add_headers(response, https))
@@ -55,9 +59,22 @@ def csrf_field() -> Markup:
     return Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, csrf_token())
 
 
+def upload_limit(max_bytes: int) -> Callable[[F], F]:
+    """A view that takes files declares its own body limit (the rest keep 1 MB). Applied
+    after the log-in and role check, so nobody unauthorised gets a bigger body read."""
+    def mark(view: F) -> F:
+        view.max_upload = max_bytes  # type: ignore[attr-defined]
+        return view
+    return mark
+
+
 def check_csrf() -> None:
     if request.method not in UNSAFE_METHODS:
         return
+    view = current_app.view_functions.get(request.endpoint or "")
+    limit = getattr(view, "max_upload", None)
+    if limit:
+        request.max_content_length = limit
     expected = session.get(CSRF_FIELD, "")
     sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER, "")
     if not expected or not hmac.compare_digest(str(expected), str(sent)):
@@ -72,7 +89,8 @@ def add_headers(response: Response, https: bool) -> Response:
     headers["X-Frame-Options"] = "DENY"  # for browsers without frame-ancestors
     headers["Referrer-Policy"] = "no-referrer"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), payment=()"
+    # The review pages record from the microphone and set their own (microphone=(self)).
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
     if https:
         headers["Strict-Transport-Security"] = "max-age=31536000"
     if not request.path.startswith("/static/"):

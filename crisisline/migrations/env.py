@@ -11,6 +11,7 @@ from sqlalchemy import create_engine
 
 # Import every module that defines tables, so autogenerate sees the whole schema.
 # Add new schema modules here.
+import crisisline.prompts.reviews
 import crisisline.records.schema
 import crisisline.roster.schema
 import crisisline.users.schema  # noqa: F401

@@ -100,6 +100,35 @@ class Catalog:
         return out
 
 
+def normalize(text: str) -> str:
+    """A text as the line says it: runs of spaces and line breaks become one space."""
+    return " ".join(text.split())
+
+
+def placeholders(text: str) -> set[str]:
+    """The {fields} a text uses (raises ValueError on unbalanced braces)."""
+    return {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+
+
+def text_problem(text: str, needs: frozenset[str] | set[str] = frozenset()) -> str | None:
+    """Why ``text`` can't be a prompt's text, or None. ``needs``: placeholders it must keep
+    (a menu line without {key} would never say which key to press)."""
+    if not isinstance(text, str) or not text.strip():
+        return "missing text"
+    try:
+        used = placeholders(text)
+    except ValueError as exc:
+        return f"bad braces in text: {exc}"
+    bad = sorted(used - FIELDS)
+    if bad:
+        return (f"unknown placeholder {{{bad[0]}}} "
+                f"(allowed: {', '.join('{' + f + '}' for f in sorted(FIELDS))})")
+    absent = sorted(set(needs) - used)
+    if absent:
+        return f"the text must keep {{{absent[0]}}}, where the line fills it in"
+    return None
+
+
 def prompt_file(settings: Settings, lang: str, name: str) -> str:
     """The name Asterisk plays (STREAM FILE / Playback): no extension."""
     return f"{settings.asterisk_prompts_path}/{lang}/{name}"
@@ -174,13 +203,8 @@ def _parse_prompt(name: str, data: Any, languages: dict[str, LanguageInfo], fail
             raise fail(f"{where}: reviewer must be a name or null")
         if status == "reviewed" and not reviewer:
             raise fail(f"{where}: status reviewed needs the reviewer's name")
-        try:
-            used = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-        except ValueError as exc:
-            raise fail(f"{where}: bad braces in text: {exc}") from None
-        bad = sorted(used - FIELDS)
-        if bad:
-            raise fail(f"{where}: unknown placeholder {{{bad[0]}}} "
-                       f"(allowed: {', '.join('{' + f + '}' for f in sorted(FIELDS))})")
-        texts[str(lang)] = Text(" ".join(text.split()), status, reviewer)
+        problem = text_problem(text)
+        if problem:
+            raise fail(f"{where}: {problem}")
+        texts[str(lang)] = Text(normalize(text), status, reviewer)
     return Prompt(name, audience, str(data.get("description") or ""), texts)

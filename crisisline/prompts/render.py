@@ -9,13 +9,15 @@ wrote, is a recording and is never overwritten.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import cache
@@ -147,6 +149,30 @@ def _write_manifest(root: Path, manifest: dict[str, dict[str, str]]) -> None:
     os.replace(tmp, root / MANIFEST)
 
 
+@contextlib.contextmanager
+def manifest_lock(root: Path) -> Iterator[None]:
+    """One writer of the manifest at a time, across processes: the panel re-renders a
+    corrected prompt while `prompts render` may be running (an flock on a file of its own)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{MANIFEST}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _merge_manifest(root: Path, changes: dict[str, dict[str, str]]) -> None:
+    """Write only our own entries over what is on disk now (another writer may have
+    added its own since we read it)."""
+    if not changes:
+        return
+    with manifest_lock(root):
+        manifest = _read_manifest(root)
+        manifest.update(changes)
+        _write_manifest(root, manifest)
+
+
 def _is_recording(path: Path, entry: dict[str, str] | None) -> bool:
     return entry is None or _sha(path.read_bytes()) != entry.get("output")
 
@@ -220,6 +246,7 @@ def render_all(settings: Settings, catalog: Catalog, languages: Iterable[str] | 
         else:
             todo.append(job)
 
+    changes: dict[str, dict[str, str]] = {}
     try:
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             futures = {pool.submit(_render_one, job, root / job.rel): job for job in todo}
@@ -232,14 +259,52 @@ def render_all(settings: Settings, catalog: Catalog, languages: Iterable[str] | 
                     report.missing_audio.append(job.rel)
                     report.problems.append(f"{job.rel}: {exc.cmd[0]} failed: {err}")
                 else:
-                    manifest[job.rel] = {"source": job.source_hash, "output": digest}
+                    changes[job.rel] = {"source": job.source_hash, "output": digest}
                     report.rendered.append(job.rel)
                 step(job)
     finally:
-        _write_manifest(root, manifest)
+        _merge_manifest(root, changes)
     for items in (report.rendered, report.unchanged, report.recorded, report.missing_audio):
         items.sort()
     return report
+
+
+def render_prompt(settings: Settings, catalog: Catalog, lang: str, prompt: str) -> RenderReport:
+    """Render the files of one prompt in one language now (the panel, after a reviewer
+    corrected its text). A human recording at the same path is still never overwritten."""
+    check_tools()
+    root = settings.prompts_path
+    jobs = [j for j in plan(settings, catalog, [lang]) if j.prompt == prompt]
+    report = RenderReport()
+    changes: dict[str, dict[str, str]] = {}
+    manifest = _read_manifest(root)
+    for job in jobs:
+        path = root / job.rel
+        if path.exists() and _is_recording(path, manifest.get(job.rel)):
+            report.recorded.append(job.rel)
+        elif job.text is None or job.voice is None or not has_voice(job.voice):
+            report.missing_audio.append(job.rel)
+            report.problems.append(f"{job.rel}: " + ("no text" if job.text is None else
+                                                     f"espeak-ng has no voice {job.voice!r}"))
+        elif path.exists() and manifest.get(job.rel, {}).get("source") == job.source_hash:
+            report.unchanged.append(job.rel)
+        else:
+            try:
+                changes[job.rel] = {"source": job.source_hash,
+                                    "output": _render_one(job, path)}
+                report.rendered.append(job.rel)
+            except subprocess.CalledProcessError as exc:
+                err = (exc.stderr or b"").decode(errors="replace").strip()
+                report.missing_audio.append(job.rel)
+                report.problems.append(f"{job.rel}: {exc.cmd[0]} failed: {err}")
+    _merge_manifest(root, changes)
+    return report
+
+
+def is_rendered(settings: Settings, rel: str) -> bool:
+    """Whether the file at ``rel`` ("so/promise.wav") is audio we rendered (not a recording)."""
+    path = settings.prompts_path / rel
+    return path.exists() and not _is_recording(path, _read_manifest(settings.prompts_path).get(rel))
 
 
 def audio_status(settings: Settings, catalog: Catalog) -> dict[str, dict[str, list[str]]]:

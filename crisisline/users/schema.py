@@ -10,13 +10,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crisisline.db import Base
 from crisisline.roster.schema import UTCDateTime
 
-ROLES: tuple[str, ...] = ("supervisor", "admin", "oversight")
+ROLES: tuple[str, ...] = ("supervisor", "admin", "oversight", "reviewer")
+ROLE_CHECK = "role IN ('supervisor', 'admin', 'oversight', 'reviewer')"
 
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('supervisor', 'admin', 'oversight')",
-                                      name="role"),)
+    __table_args__ = (CheckConstraint(ROLE_CHECK, name="role"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -26,6 +26,12 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Reviewers only: the languages they check, comma-separated codes ("ht,kea").
+    languages: Mapped[str | None] = mapped_column(String(255))
+
+    @property
+    def language_list(self) -> tuple[str, ...]:
+        return tuple(c for c in (self.languages or "").split(",") if c)
 
 
 class AuditEntry(Base):

@@ -34,7 +34,8 @@ from web.cli import user_add
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_ROSTER = ROOT / "examples" / "roster.csv"
 PASSWORD = "a long test passphrase 42"
-ROLES = ("supervisor", "admin", "oversight")
+ROLES = ("supervisor", "admin", "oversight", "reviewer")
+REVIEWER_LANGUAGES = "ht,kea"  # the "reviewer" account's languages
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,9 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db.upgrade(settings)
     assert commands.ensure_loaded(settings, EXAMPLE_ROSTER) is not None
     for role in ROLES:
-        assert user_add(settings, role, role, io.StringIO(PASSWORD + "\n"), err=io.StringIO()) == 0
+        languages = REVIEWER_LANGUAGES if role == "reviewer" else None
+        assert user_add(settings, role, role, io.StringIO(PASSWORD + "\n"), err=io.StringIO(),
+                        languages=languages) == 0
     return var / "peoples-response.db"
 
 
@@ -178,3 +181,44 @@ def add_record(settings: config.Settings, call_id: str, *, started: datetime | N
                                       status="waiting"))
     finally:
         engine.dispose()
+
+
+# ---- prompt review ------------------------------------------------------------------------
+
+REVIEW_LANGUAGES = ("en", "es", "ht", "so")  # menu keys 1-4; so: no espeak-ng voice
+
+
+@pytest.fixture(scope="session")
+def review_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real catalog rendered once for REVIEW_LANGUAGES (so: nothing, it has no voice)."""
+    from crisisline.prompts.catalog import load_catalog
+    from crisisline.prompts.render import render_all
+
+    var = tmp_path_factory.mktemp("review-prompts")
+    s = config.load(env={}, var_dir=str(var), languages=REVIEW_LANGUAGES)
+    report = render_all(s, load_catalog())
+    assert {rel.split("/")[0] for rel in report.missing_audio} == {"so"}, report.problems
+    return s.prompts_path
+
+
+@pytest.fixture
+def review_settings(web_settings: config.Settings, review_prompts: Path) -> config.Settings:
+    """The panel's settings with REVIEW_LANGUAGES and a prompts folder of the test's own."""
+    import dataclasses
+
+    prompts = web_settings.var_path / "prompts"
+    shutil.copytree(review_prompts, prompts)
+    return dataclasses.replace(web_settings, languages=REVIEW_LANGUAGES, prompts_dir=str(prompts))
+
+
+@pytest.fixture
+def review_app(review_settings: config.Settings) -> Iterator[Flask]:
+    app = create_app(review_settings, testing=True)
+    yield app
+    app.extensions["peoples_response"].hub.stop()
+    app.extensions["peoples_response"].engine.dispose()
+
+
+def add_reviewer(settings: config.Settings, name: str, languages: str) -> None:
+    assert user_add(settings, name, "reviewer", io.StringIO(PASSWORD + "\n"), err=io.StringIO(),
+                    languages=languages) == 0

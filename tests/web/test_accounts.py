@@ -66,14 +66,14 @@ def test_migration_creates_users_and_audit_log(any_db: config.Settings) -> None:
     engine = db.engine_for(any_db)
     try:
         db.upgrade(any_db, engine)
-        assert db.current_revision(engine) == "0003_users_audit" == db.head_revision(any_db)
+        assert db.current_revision(engine) == db.head_revision(any_db)
         assert {"users", "audit_log"} <= set(sa.inspect(engine).get_table_names())
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = [d for d in compare_metadata(ctx, db.metadata)
                     if "'users'" in repr(d) or "'audit_log'" in repr(d)
                     or "users." in repr(d) or "audit_log." in repr(d)]
-        assert diff == [], "users/audit schema and migration 0003 disagree"
+        assert diff == [], "users/audit schema and migrations 0003/0004 disagree"
         # The role is checked by the database too, not only by `user add`.
         with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO users (name, role, password_hash, created_at, disabled) "
@@ -234,3 +234,47 @@ def test_secret_key_missing_is_generated_and_warned(tmp_path: Path, redis_url: s
     app = create_app(settings)
     assert app.secret_key and len(str(app.secret_key)) > 40
     assert create_app(settings).secret_key != app.secret_key
+
+
+def test_migration_0004_adds_reviewers_and_prompt_reviews(any_db: config.Settings) -> None:
+    """From a database at 0003 with an account in it: the reviewer role and its languages,
+    and the prompt_reviews table, exactly as the models say (SQLite and PostgreSQL)."""
+    from alembic import command
+
+    from crisisline.prompts.reviews import PromptReview
+
+    engine = db.engine_for(any_db)
+    try:
+        db.upgrade(any_db, engine, "0003_users_audit")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO users (name, role, password_hash, created_at, disabled) "
+                                 "VALUES ('ana', 'admin', 'h', CURRENT_TIMESTAMP, false)"))
+        db.upgrade(any_db, engine)
+        assert "prompt_reviews" in sa.inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = [d for d in compare_metadata(ctx, db.metadata)
+                    if "prompt_reviews" in repr(d) or "'users'" in repr(d) or "users." in repr(d)]
+        assert diff == [], "prompt_reviews/users schema and migration 0004 disagree"
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO users (name, role, password_hash, created_at, disabled, "
+                                 "languages) VALUES ('rev', 'reviewer', 'h', CURRENT_TIMESTAMP, false, "
+                                 "'ht,kea')"))
+        with Session(engine) as s:
+            assert s.scalar(sa.select(User).where(User.name == "rev")).language_list == ("ht", "kea")
+            assert s.scalar(sa.select(User).where(User.name == "ana")).role == "admin"
+            s.add(PromptReview(language="ht", prompt="promise", version=1, status="draft",
+                               text="x", recording_wav=b"RIFF" * 1000))
+            s.commit()
+        with pytest.raises(sa.exc.IntegrityError), Session(engine) as s:
+            s.add(PromptReview(language="ht", prompt="promise", version=1, status="draft"))
+            s.commit()
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(sa.text("UPDATE prompt_reviews SET status = 'approved'"))
+        # And back down: reviewers and their table go, everyone else stays.
+        command.downgrade(db.alembic_config(any_db, engine), "0003_users_audit")
+        assert "prompt_reviews" not in sa.inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT name FROM users")).scalars().all() == ["ana"]
+    finally:
+        engine.dispose()

@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 
 from tests.web.conftest import ROLES, add_record, new_call
 
-SUP, ADM, OVS = "supervisor", "admin", "oversight"
-ALL = (SUP, ADM, OVS)
+SUP, ADM, OVS, REV = "supervisor", "admin", "oversight", "reviewer"
+ALL = (SUP, ADM, OVS, REV)
 
 # (method, rule, concrete path, roles allowed)
 TABLE: list[tuple[str, str, str, tuple[str, ...]]] = [
@@ -46,6 +46,17 @@ TABLE: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("POST", "/history/calls/<call_id>/number", "/history/calls/done1/number", (SUP, ADM)),
     ("GET", "/oversight/", "/oversight/", (OVS,)),
     ("GET", "/oversight/report.csv", "/oversight/report.csv", (OVS,)),
+    ("GET", "/oversight/prompts", "/oversight/prompts", (OVS, ADM)),
+    # The reviewer account reviews ht and kea (another language: tests/web/test_review.py).
+    ("GET", "/review/", "/review/", (REV, ADM)),
+    ("GET", "/review/<lang>", "/review/ht", (REV, ADM)),
+    ("GET", "/review/<lang>/audio/<stem>", "/review/kea/audio/promise", (REV, ADM)),
+    ("POST", "/review/<lang>/<prompt>/text", "/review/ht/promise/text", (REV, ADM)),
+    ("POST", "/review/<lang>/<prompt>/reviewed", "/review/ht/promise/reviewed", (REV, ADM)),
+    ("POST", "/review/<lang>/<prompt>/recording", "/review/ht/promise/recording", (REV, ADM)),
+    ("POST", "/review/<lang>/<prompt>/recording/remove", "/review/ht/promise/recording/remove",
+     (REV, ADM)),
+    ("POST", "/review/<lang>/<prompt>/conflict", "/review/ht/promise/conflict", (REV, ADM)),
 ]
 PUBLIC = {("GET", "/health"), ("GET", "/login"), ("POST", "/login"),
           ("GET", "/static/<path:filename>")}
