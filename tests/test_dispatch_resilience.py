@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import signal
+import time
 from collections import Counter
 
 from tests.dispatch_helpers import running_system, team_roster

@@ -84,7 +84,7 @@ def test_language_menu_speaks_each_option_in_its_own_language():
 
 
 def test_the_call_is_queued_right_after_the_zip_and_phones_ring_during_the_rest():
-    result, steps = run(ctx(), ["2", "02121", "1"])
+    _result, steps = run(ctx(), ["2", "02121", "1"])
     assert kinds(steps) == ["language", "chosen", "zip", "queue", "promise", "consent",
                             "record", "waiting"]
     queue = next(s for s in steps if isinstance(s, ivr.Queue))

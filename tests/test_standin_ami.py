@@ -9,8 +9,8 @@ PR_CALL_ID), ``whisper`` sets PR_ACCEPTED=1 when the responder pressed 1.
 from __future__ import annotations
 
 import asyncio
-import time
 import json
+import time
 from pathlib import Path
 
 import pytest
