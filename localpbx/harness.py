@@ -126,10 +126,10 @@ class RealCall:
         ]
         if caller_id:
             headers.append(("CallerID", caller_id))
+        self.line.calls[self.tag] = self  # before: its Newchannel may beat the response
         reply = await world.action(headers)
         if reply.get("Response") != "Success":
             raise RuntimeError(f"world could not place the call: {reply.get('Message')}")
-        self.line.calls[self.tag] = self
 
     # ---- what the PBX does -----------------------------------------------------------------
     def on_pbx_event(self, e: Message) -> None:
@@ -245,9 +245,14 @@ class RealCall:
                 await asyncio.sleep(KEY_GAP_S)
             if self.finished.is_set() or world is None:
                 return
-            with contextlib.suppress(Exception):
-                await world.action({"Action": "PlayDTMF", "Channel": self.world_channel,
-                                    "Digit": key, "Duration": "120"})
+            try:
+                reply = await world.action({"Action": "PlayDTMF", "Channel": self.world_channel,
+                                            "Digit": key, "Duration": "120"})
+            except Exception as exc:
+                self.trace.log.append(f"PlayDTMF {key}: {exc}")
+                continue
+            if reply.get("Response") != "Success":
+                self.trace.log.append(f"PlayDTMF {key}: {reply.get('Message')}")
 
     async def _say(self, audio: Path) -> None:
         """Play a recording into the call from the caller's side, then listen again."""
@@ -349,6 +354,31 @@ class RealLine:
         self.world_ami.subscribers.append(self._on_world_event)
         if self.desk_secret:
             await self.wait_desk_registered()
+
+    @classmethod
+    async def attach(cls, runtime: dict[str, str], prompts: Path,
+                     prompts_name: str = "peoples-response") -> RealLine:
+        """Connect to the PBX and world that `up` runs (its var/run/up.json)."""
+        line = cls.__new__(cls)
+        line.install = Path(runtime.get("pbx_state", "."))
+        line.state = Path(runtime.get("pbx_state", "."))
+        line.prompts, line.prompts_name = Path(prompts), prompts_name
+        line.agi_url, line.desk_secret, line.extra_env = "", None, {}
+        line.ami_secret = runtime.get("ami_secret", "")
+        line.sounds = SoundResolver(prompts_dir=line.prompts, prompts_prefix=prompts_name)
+        line.calls, line.by_channel, line._early = {}, {}, {}
+        line.layout = line.world = None
+        line.pbx_proc = line.world_proc = None
+        line.pbx_events, line._identifying = [], set()
+        host, _, port = runtime["ami"].rpartition(":")
+        line.observer = await AmiConnection.connect(host, int(port), "pr-observer",
+                                                    runtime["observer_secret"])
+        line.observer.subscribers.append(line._on_pbx_event)
+        whost, _, wport = runtime["world_ami"].rpartition(":")
+        line.world_ami = await AmiConnection.connect(whost, int(wport), "world",
+                                                     runtime["world_secret"])
+        line.world_ami.subscribers.append(line._on_world_event)
+        return line
 
     async def wait_desk_registered(self, timeout: float = 10) -> bool:
         assert self.observer is not None

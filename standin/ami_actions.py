@@ -12,6 +12,7 @@ import dataclasses
 import json
 import re
 import time
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -360,11 +361,15 @@ async def standin_place_call(s: AmiSession, m: Message) -> None:
     hangup_after, stay = m.get("HangupAfter"), m.get("Stay")
     try:
         num, name = parse_callerid(m.get("CallerID"))
+        say, message = m.get("Say"), m.get("Message")
         script = CallerScript(keys=parse_keys(m.get("Keys")),
                               hangup_after=int(hangup_after) if hangup_after else None,
                               caller_id_num=num, caller_id_name=name,
                               variables=dict(_variables(m, "Var")),
-                              stay_s=float(stay) if stay else None)
+                              stay_s=float(stay) if stay else None,
+                              say=Path(say) if say else None,
+                              speech=Path(message) if message else None,
+                              record_end="silence" if message else "dtmf")
     except ValueError as exc:
         s.error(m, f"Bad StandinPlaceCall: {exc}")
         return

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NO_KEY = "-"  # an answer meaning "press nothing at this input point"
-RECORD_ENDINGS = ("dtmf", "silence", "hangup")
+RECORD_ENDINGS = ("dtmf", "silence", "hangup", "mute")
 
 
 @dataclass
@@ -36,7 +36,8 @@ class CallerScript:
     extra_agi_env: dict[str, str] = field(default_factory=dict)
     # Sent as-is on the agi_calleridname line (hostile input: quotes, newlines, 10 KB).
     raw_calleridname: str | None = None
-    # How a RECORD FILE ends: the caller presses an escape digit, goes silent, or hangs up.
+    # How a RECORD FILE ends: the caller presses an escape digit, goes silent, or hangs up;
+    # "mute": no media at all (a Local channel), so only the time limit ends it.
     record_end: str = "dtmf"
     language: str = "en"
 

@@ -168,7 +168,8 @@ class Dispatcher:
         now = self._now()
         on_call = self._on_call(roster, now)
         passed = {m.decode() for m in await self.redis.smembers(offered_key(call_id, cycle))}
-        waited = time.time() - float(data.get("created_at") or time.time())
+        # Speakers get language_wait_s of ringing to themselves, counted from the queue.
+        waited = time.time() - float(data.get("queued_at") or data.get("created_at") or time.time())
         waves = plan(CallToRoute(call_id, data.get("language", "en"),
                                  data.get("neighborhood") or None, waited),
                      roster, await self._states(on_call), now, passed=passed, on_call=on_call,
