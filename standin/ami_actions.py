@@ -12,8 +12,8 @@ import dataclasses
 import json
 import re
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from standin import ami_perms
