@@ -148,8 +148,8 @@ async def test_originate_to_an_endpoint_with_no_contact_fails_at_once() -> None:
                                                 action_id="a1"), report=True)
     assert time.monotonic() - started < 1
     assert (res.success, res.reason, res.channel) == (False, 0, "PJSIP/nobody")
-    recorded = [b for b in _blocks("ami_originate_unregistered") if b.get("Event") ==
-                "OriginateResponse" and b.get("Channel") == "PJSIP/nobody"][0]
+    recorded = next(b for b in _blocks("ami_originate_unregistered") if b.get("Event") ==
+                "OriginateResponse" and b.get("Channel") == "PJSIP/nobody")
     ours = next(e for e in events if e["Event"] == "OriginateResponse")
     assert (ours["Response"], ours["Reason"], ours["Channel"]) == (
         recorded["Response"], recorded["Reason"], recorded["Channel"])
