@@ -29,6 +29,8 @@ class AgiServer:
         self.handlers = handlers if handlers is not None else load_all()
         self.sessions = 0
         self._server: asyncio.Server | None = None
+        self._open: dict[asyncio.StreamWriter, asyncio.Task] = {}
+        self.killed = False
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self._server = await asyncio.start_server(self.handle, host, port,
@@ -46,6 +48,16 @@ class AgiServer:
             self._server.close()
             await self._server.wait_closed()
 
+    def abort(self) -> None:
+        """As if the process were killed: stop listening, drop every session's socket, and
+        finish nothing (no clean-up, no Redis writes)."""
+        self.killed = True
+        if self._server is not None:
+            self._server.close()
+        for writer, task in list(self._open.items()):
+            task.cancel()  # a killed process finishes nothing
+            writer.transport.abort()
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
@@ -61,7 +73,13 @@ class AgiServer:
             writer.close()
             return
         session = AgiSession(reader, writer, headers, self.app.settings.agi_command_timeout_s)
-        await self.run(session)
+        task = asyncio.current_task()
+        if task is not None:
+            self._open[writer] = task
+        try:
+            await self.run(session)
+        finally:
+            self._open.pop(writer, None)
 
     async def run(self, session: AgiSession) -> None:
         """Run one session to its end; never lets an error leave a caller without a path."""
@@ -77,10 +95,14 @@ class AgiServer:
             await handler(session, self.app)
         except CallerHungUp:
             # Gone, unless Asterisk moved the channel on (then whoever moved it owns it now).
+            if self.killed:
+                return
             if session.call_id and not await session.moved():
                 await self._quietly(self.app.store.end(session.call_id, State.ABANDONED, "",
                                                        "caller_hung_up"))
         except (AgiProtocolError, AgiCommandError, OSError, Exception) as exc:
+            if self.killed:
+                return
             log.exception("AGI %s failed for call %s: %s", name, session.call_id, exc)
             await self._fail_toward_a_human(session, exc)
         finally:

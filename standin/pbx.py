@@ -110,7 +110,7 @@ class StandinPBX:
         self._epoch = int(time.time())
         for name, app in {"agi": self._app_agi, "confbridge": self._app_confbridge,
                           "dial": self._app_dial, "playback": self._app_playback,
-                          "userevent": self._app_userevent,
+                          "userevent": self._app_userevent, "wait": self._app_wait,
                           "channelredirect": self._app_channelredirect}.items():
             self.interp.apps[name] = app
 
@@ -451,6 +451,15 @@ class StandinPBX:
                 return 0
         ch.set_variable("PLAYBACKSTATUS", status)
         return 0
+
+    async def _app_wait(self, ch: Channel, data: str) -> int:
+        """Wait(seconds): PBX time, scaled to real time; a hang-up or a move ends it."""
+        try:
+            seconds = float(data or 0)
+        except ValueError:
+            seconds = 0.0
+        await self.wait(ch, seconds)
+        return -1 if ch.hung_up else 0
 
     async def _app_channelredirect(self, ch: Channel, data: str) -> int:
         """app_channelredirect: ast_async_parseable_goto on another channel."""

@@ -55,6 +55,7 @@ class System:
     roster: RosterSnapshot
     _tasks: dict[Dispatcher, tuple[asyncio.Event, list[asyncio.Task]]]
     processes: list = dataclasses.field(default_factory=list)
+    agi: object = None  # the in-process FastAGI server (agi.server.AgiServer)
 
     @property
     def pbx(self):
@@ -159,7 +160,8 @@ async def running_system(settings: Settings, roster: RosterSnapshot, *, wave_tim
         settings = dataclasses.replace(settings, ami_port=server.port)
         phones = phones_for(pbx)
         phones.set_default(default_phone)
-        system = System(settings, server, phones, [], Redis(settings.effective_redis_url), roster, {})
+        system = System(settings, server, phones, [], Redis(settings.effective_redis_url), roster, {},
+                        agi=agi)
         try:
             for n in range(dispatchers):
                 await system.start_dispatcher(f"d{n + 1}")

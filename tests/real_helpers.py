@@ -63,16 +63,20 @@ class RealSystem:
     roster: RosterSnapshot
     dispatchers: list[Dispatcher] = field(default_factory=list)
     _tasks: dict = field(default_factory=dict)
+    agi: object = None  # the in-process FastAGI server (agi.server.AgiServer)
 
     async def call(self, keys: str = "2 02121 2", source: str = "direct",
                    **kw: object) -> RealCall:
         script = CallerScript(keys=keys, stay_s=None, **kw)  # type: ignore[arg-type]
         return await self.line.call(script, source)
 
-    async def set_phones(self, default: str = "answer:1", **by_responder: str) -> None:
-        """Behaviours by responder id (mapped to their numbers, as the world knows them)."""
+    async def set_phones(self, default: str = "answer:1", desk: str = "answer:1",
+                         **by_responder: str) -> None:
+        """Behaviours by responder id (mapped to their numbers, as the world knows them);
+        the fallback desk answers unless told otherwise."""
         phones = {r.id: r.phone for r in self.roster.responders}
-        await self.line.set_phones(default, {phones.get(k, k): v for k, v in by_responder.items()})
+        await self.line.set_phones(default, {"fallback-desk": desk, **{
+            phones.get(k, k): v for k, v in by_responder.items()}})
 
     async def start_dispatcher(self, name: str, lease_s: float = 1.5) -> Dispatcher:
         redis = AsyncRedis.from_url(self.settings.effective_redis_url)
@@ -140,7 +144,7 @@ async def real_system(settings: Settings, roster: RosterSnapshot, state: Path, *
         assert line.layout is not None
         settings = dataclasses.replace(settings, agi_port=agi.port, ami_port=line.layout.ami_port,
                                        ami_secret=line.ami_secret)
-        system = RealSystem(settings, line, Redis(settings.effective_redis_url), roster)
+        system = RealSystem(settings, line, Redis(settings.effective_redis_url), roster, agi=agi)
         try:
             await system.set_phones(default_phone)
             for n in range(dispatchers):

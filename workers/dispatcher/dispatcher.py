@@ -198,7 +198,8 @@ class Dispatcher:
             return
         cycle = int(data.get("cycle") or 0)
         last_wave = int(data.get("wave") or 0)
-        started = float(data.get("created_at") or time.time())
+        # The longest wait counts from the queue: the search itself is what it bounds.
+        started = float(data.get("queued_at") or data.get("created_at") or time.time())
         if self._may_have_missed_events(data) and not await self._caller_still_waiting(call_id, data):
             return
         attend_at = await self.attend(data)
