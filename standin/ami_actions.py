@@ -263,6 +263,21 @@ async def coreshowchannels(s: AmiSession, m: Message) -> None:
     s.list_complete(m, "CoreShowChannelsComplete", len(chans))
 
 
+async def pjsipshowcontacts(s: AmiSession, m: Message) -> None:
+    """res_pjsip/pjsip_options.c ami_show_contacts: the fallback desk's contact while it
+    is registered (StandinPBX.desk_registered); otherwise "No Contacts found"."""
+    if not s.server.pbx.desk_registered:
+        s.error(m, "No Contacts found\n")
+        return
+    s.list_ack(m, "A listing of Contacts follows, presented as ContactList events")
+    s.list_item(m, "ContactList", [
+        ("ObjectType", "contact"),
+        ("ObjectName", "fallback-desk;@standin"), ("ViaAddr", "127.0.0.5"), ("ViaPort", "5060"),
+        ("Endpoint", "fallback-desk"), ("Uri", "sip:fallback-desk@127.0.0.5:5060"),
+        ("Status", "Reachable")])
+    s.list_complete(m, "ContactListComplete", 1)
+
+
 # ---- ConfBridge (apps/app_confbridge.c) ------------------------------------------------------
 def _room_or_error(s: AmiSession, m: Message) -> str | None:
     conference = m.get("Conference")
@@ -407,6 +422,7 @@ ACTIONS: dict[str, Handler] = {
     "ping": ping, "events": events, "originate": originate_action, "hangup": hangup,
     "redirect": redirect, "getvar": getvar, "setvar": setvar, "userevent": userevent,
     "coreshowchannels": coreshowchannels, "confbridgelist": confbridgelist,
+    "pjsipshowcontacts": pjsipshowcontacts,
     "confbridgelistrooms": confbridgelistrooms, "confbridgekick": confbridgekick,
     "confbridgemute": confbridgemute, "confbridgeunmute": confbridgeunmute,
     "standinplacecall": standin_place_call, "standinphones": standin_phones,

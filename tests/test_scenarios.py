@@ -119,6 +119,7 @@ class Observed:
     record: dict[str, str]
     trace: Any
     legs_left: int = 0
+    pbx_log: str = ""  # the real Asterisk's own log (what our logger.conf writes)
 
     def facts(self) -> dict[str, Any]:
         r, t = self.record, self.trace
@@ -200,6 +201,14 @@ async def until(check, timeout: float) -> bool:
 
 async def run(pbx: str, settings, tmp_path: Path, scenario: Scenario) -> Observed:
     async with line(pbx, settings, tmp_path, scenario) as system:
+        observed = await _run(pbx, system, scenario)
+        if pbx == "real":
+            observed.pbx_log = system.line.layout.log.read_text(errors="replace")
+        return observed
+
+
+async def _run(pbx: str, system: Any, scenario: Scenario) -> Observed:
+    if True:
         if scenario.fault == "agi_down":
             system.agi.abort()
         handle = await place(pbx, system, scenario)
@@ -243,3 +252,11 @@ async def test_scenario(pbx: str, scenario: Scenario, settings, tmp_path: Path) 
     facts = observed.facts()
     got = {k: facts[k] for k in scenario.expect}
     assert got == scenario.expect, (pbx, facts, observed.record)
+    if pbx == "real":
+        # Asterisk's own log: no error our configuration causes, and never a caller's number
+        # (or name) in it, whatever the caller sends.
+        errors = [line for line in observed.pbx_log.splitlines() if "ERROR[" in line]
+        assert errors == [], errors
+        for secret in filter(None, (scenario.caller_id, scenario.caller_name)):
+            digits = "".join(ch for ch in secret if ch.isdigit())
+            assert (digits or secret) not in observed.pbx_log.replace(" ", "")
