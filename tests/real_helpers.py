@@ -16,11 +16,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redis.asyncio import Redis as AsyncRedis
-
 from crisisline import db
 from crisisline.config import Settings
 from crisisline.roster.model import RosterSnapshot
+from crisisline.stores import async_redis
 from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore
 from localpbx.harness import RealCall, RealLine
@@ -79,7 +78,7 @@ class RealSystem:
             phones.get(k, k): v for k, v in by_responder.items()}})
 
     async def start_dispatcher(self, name: str, lease_s: float = 1.5) -> Dispatcher:
-        redis = AsyncRedis.from_url(self.settings.effective_redis_url)
+        redis = async_redis(self.settings.effective_redis_url)
         gateway = AmiGateway(self.settings)
         await gateway.connect()
         d = Dispatcher(self.settings, CallStore(redis), OfferStore(redis), gateway,

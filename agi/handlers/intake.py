@@ -235,6 +235,8 @@ async def intake(session: AgiSession, app: AgiApp) -> None:
         priority=s.priority_for(source.value),
         caller_number=normalize_number(h.get("agi_callerid"), s.region, h.get("agi_callingpres")),
         channel=h.get("agi_channel")[:200],
+        # Channel names start again at 00000000 when Asterisk restarts; uniqueids don't.
+        extra={"uniqueid": h.get("agi_uniqueid")[:150]},
     )
     session.call_id = call.id
     await app.store.create(call)
