@@ -93,9 +93,8 @@ class RealCall:
         self.started = asyncio.Event()
         self.settled = asyncio.Event()   # in a room, or with the fallback desk
         self.finished = asyncio.Event()  # the PBX side hung up
-        answers = [t for t in script.keys]
-        self._plain = [t for t in answers if "@" not in t]
-        self._timed = [t for t in answers if "@" in t]
+        # In order: a timed answer is armed only once every answer before it was used.
+        self._answers = list(script.keys)
         self._heard = 0
         self._tasks: set[asyncio.Task] = set()
         self._hanging_up = False
@@ -189,14 +188,15 @@ class RealCall:
         if what in AUDIO and len(argv) > 2:
             self._prompt(argv[2])
             length = self.line.duration(argv[2])
-        if self._timed and (what in AUDIO or what == "RECORD FILE" or what in QUESTIONS):
-            token = self._timed.pop(0)
+        if self._answers and "@" in self._answers[0] and (
+                what in AUDIO or what == "RECORD FILE" or what in QUESTIONS):
+            token = self._answers.pop(0)
             keys, _, at = token.partition("@")
             self.trace.keys.append((what, token))
             self._spawn(self._press_later(keys, float(at or 0)))
             return
         if what in QUESTIONS:
-            token = self._plain.pop(0) if self._plain else NO_KEY
+            token = self._next_plain()
             self.trace.keys.append((what, token))
             if token != NO_KEY:
                 delay = (length if what != "WAIT FOR DIGIT" else 0.0) + REACTION_S
@@ -204,11 +204,16 @@ class RealCall:
         elif what == "RECORD FILE" and len(argv) > 4:
             self._on_record(argv)
 
+    def _next_plain(self) -> str:
+        if self._answers and "@" not in self._answers[0]:
+            return self._answers.pop(0)
+        return NO_KEY
+
     def _on_record(self, argv: list[str]) -> None:
         escapes = argv[4]
         if any(d in escapes for d in "0123456789*"):
             # A recording any key ends (the spoken language choice): an input point.
-            token = self._plain.pop(0) if self._plain else NO_KEY
+            token = self._next_plain()
             self.trace.keys.append(("RECORD FILE", token))
             if token != NO_KEY:
                 self._spawn(self._press_later(token[:1], REACTION_S))

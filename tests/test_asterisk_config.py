@@ -527,11 +527,13 @@ def test_entrypoint_parses(shell: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_entrypoint_shellcheck() -> None:
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck not installed (Debian package shellcheck)")
+def test_entrypoint_and_install_script_pass_shellcheck() -> None:
+    assert shutil.which("shellcheck"), "shellcheck is missing (scripts/setup installs it)"
     result = subprocess.run(["shellcheck", "-s", "sh", str(ENTRYPOINT)], capture_output=True,
                             text=True, check=False)
+    assert result.returncode == 0, result.stdout
+    result = subprocess.run(["shellcheck", str(ROOT / "scripts" / "install-asterisk")],
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
 
