@@ -20,8 +20,8 @@ class CallerScript:
     with those escape digits and is lost during one without (as on any Asterisk). Answers
     are used in order: a timed one is armed at the first prompt after the one before it.
     ``hangup_after`` = hang up once the Nth prompt (STREAM FILE, GET DATA's file,
-    Playback) has been heard. ``stay_s`` is in real seconds (a waiting room is about other processes acting meanwhile); None
-    stays until the PBX or the test hangs the channel up.
+    Playback) has been heard. ``stay_s`` is in real seconds (a waiting room is about other
+    processes acting meanwhile); None stays until the PBX or the test hangs the channel up.
     """
 
     keys: list[str] = field(default_factory=list)
