@@ -31,6 +31,7 @@ class AgiServer:
         self._server: asyncio.Server | None = None
         self._open: dict[asyncio.StreamWriter, asyncio.Task] = {}
         self.killed = False
+        self.closing = False
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self._server = await asyncio.start_server(self.handle, host, port,
@@ -44,8 +45,17 @@ class AgiServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop serving. Sessions still open end as a dropped connection would: the
+        dialplan goes on to the waiting room (queued) or the fallback group (not queued)."""
+        self.closing = True
         if self._server is not None:
             self._server.close()
+        tasks = list(self._open.values())
+        for writer, task in list(self._open.items()):
+            task.cancel()
+            writer.transport.abort()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
 
     def abort(self) -> None:
@@ -78,6 +88,11 @@ class AgiServer:
             self._open[writer] = task
         try:
             await self.run(session)
+        except asyncio.CancelledError:
+            # Ended by close()/abort(): finish quietly (on Python 3.11 a cancelled
+            # connection handler is logged as an error by asyncio's streams).
+            if not (self.closing or self.killed):
+                raise
         finally:
             self._open.pop(writer, None)
 
