@@ -97,6 +97,19 @@ def seconds_of(settings: config.Settings, lang: str, name: str) -> float:
         return w.getnframes() / w.getframerate()
 
 
+# Where, in each mix language's ZIP question, a caller has heard what to type.
+ZIP_CUES = {"en": "ZIP code", "es": "dígitos", "ht": "senk chif", "pt": "ZIP code",
+            "yue": "郵政編碼", "vi": "năm số"}
+
+
+def zip_heard(lang: str) -> float:
+    """The share of the ZIP question's text up to its cue (espeak-ng speaks at an even
+    pace, so it is about the share of its audio)."""
+    text = load_catalog().text("ask_zip", lang)
+    at = text.find(ZIP_CUES[lang])
+    return (at + len(ZIP_CUES[lang])) / len(text) if at >= 0 else 1.0
+
+
 def script_for(settings: config.Settings, lang: str | None, zip_code: str, consents: bool,
                menu: list[str], message: Path) -> CallerScript:
     """Keys timed as a person who knows the answer presses them (see CallerScript)."""
@@ -106,7 +119,9 @@ def script_for(settings: config.Settings, lang: str | None, zip_code: str, conse
     at = sum(seconds_of(settings, option, "language_option")
              for option in menu[:menu.index(lang) + 1]) + REACTION_S
     key = ivr.language_keys(settings.languages)[lang]
-    zip_at = seconds_of(settings, lang, "ask_zip") + TYPING_S
+    # Whoever knows their ZIP starts typing once they hear it asked for (the first digit
+    # stops GET DATA's prompt); the five digits are in TYPING_S later.
+    zip_at = seconds_of(settings, lang, "ask_zip") * zip_heard(lang) + REACTION_S + TYPING_S
     # Armed at the promise (the first prompt after the ZIP): promise, then the question.
     consent_at = (seconds_of(settings, lang, "promise")
                   + seconds_of(settings, lang, "ask_consent") + REACTION_S)
@@ -166,26 +181,29 @@ async def one_round(mode: str, callers: list[tuple[str | None, str, bool]], spac
     menu = [lang for page in ivr.menu_pages(settings.languages, settings.menu_page_size,
                                             available_languages(settings, load_catalog()))
             for _, lang in page]
-    channels = []
+    channels, who = [], {}
     for lang, zip_code, consents in callers:
         ch = await pbx.start_call("from-direct", "6175550100",
                                   script_for(settings, lang, zip_code, consents, menu, message))
         watch.started[ch.name] = time.time()
+        who[ch.name] = (lang, consents)
         channels.append(ch)
         await asyncio.sleep(spacing)
     # Until every caller has a person (or two minutes more), then everyone hangs up.
     deadline = time.time() + 120
     while time.time() < deadline and len(watch.bridged) < len(callers):
         await asyncio.sleep(0.5)
-    to_ring, to_human = [], []
+    rows = []
     for call_id, channel in watch.call_of.items():
         answered = watch.started.get(channel)
         if answered is None:
             continue
-        if call_id in watch.first_ring:
-            to_ring.append(watch.first_ring[call_id] - answered)
-        if call_id in watch.bridged:
-            to_human.append(watch.bridged[call_id] - answered)
+        ring = watch.first_ring.get(call_id)
+        human = watch.bridged.get(call_id)
+        lang, consents = who[channel]
+        rows.append({"language": lang or "(silent)", "message": consents and lang is not None,
+                     "to_ring": ring - answered if ring else None,
+                     "to_human": human - answered if human else None})
     for ch in channels:
         await pbx.hangup(ch.name)
     await asyncio.sleep(1.0)
@@ -194,8 +212,13 @@ async def one_round(mode: str, callers: list[tuple[str | None, str, bool]], spac
         p.wait(10)
     await server.close()
     await pbx.close()
-    return {"mode": mode, "callers": len(callers), "rung": len(to_ring),
-            "bridged": len(to_human), "to_ring": to_ring, "to_human": to_human}
+    return {"mode": mode, "callers": len(callers), "rows": rows}
+
+
+def figures(rows: list[dict], prompt_only: bool = False) -> tuple[list[float], list[float]]:
+    chosen = [r for r in rows if not prompt_only or r["language"] != "(silent)"]
+    return ([r["to_ring"] for r in chosen if r["to_ring"] is not None],
+            [r["to_human"] for r in chosen if r["to_human"] is not None])
 
 
 def main() -> None:
@@ -203,6 +226,7 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=20)
     parser.add_argument("--spacing", type=float, default=1.5,
                         help="seconds between callers' arrivals")
+    parser.add_argument("--detail", action="store_true", help="print every caller's times")
     args = parser.parse_args()
     rng = random.Random(10)
     mix = (MIX * (args.callers // len(MIX) + 1))[:args.callers]
@@ -221,23 +245,30 @@ def main() -> None:
            "PR_LOG_LEVEL": "WARNING"}
     print(f"{len(callers)} callers, one every {args.spacing} s; phones answer after 5 s and "
           f"press 1 after the whole whisper", flush=True)
-    rows = []
+    rounds = []
     for mode in ("yes", "no"):
-        row = asyncio.run(one_round(mode, callers, args.spacing, base, env, message))
-        rows.append(row)
+        result = asyncio.run(one_round(mode, callers, args.spacing, base, env, message))
+        rounds.append(result)
         label = "ring during questions" if mode == "yes" else "ask everything first"
-        print(f"PR_RING_DURING_INTAKE={mode:<3} ({label}): rung {row['rung']}/{row['callers']}, "
-              f"bridged {row['bridged']}/{row['callers']}\n"
-              f"  answer -> first ring  p50 {pct(row['to_ring'], 50):6.1f} s  "
-              f"p90 {pct(row['to_ring'], 90):6.1f} s\n"
-              f"  answer -> bridged     p50 {pct(row['to_human'], 50):6.1f} s  "
-              f"p90 {pct(row['to_human'], 90):6.1f} s", flush=True)
-    new, old = rows
-    if new["to_ring"] and old["to_ring"] and new["to_human"] and old["to_human"]:
-        print(f"ratio new / ask-first: first ring p50 "
-              f"{pct(new['to_ring'], 50) / pct(old['to_ring'], 50):.2f}x, "
-              f"bridged p50 {pct(new['to_human'], 50) / pct(old['to_human'], 50):.2f}x, "
-              f"bridged p90 {pct(new['to_human'], 90) / pct(old['to_human'], 90):.2f}x")
+        ring, human = figures(result["rows"])
+        print(f"PR_RING_DURING_INTAKE={mode:<3} ({label}): rung {len(ring)}/{len(callers)}, "
+              f"bridged {len(human)}/{len(callers)}", flush=True)
+        for name, only in (("all callers", False), ("callers who press keys", True)):
+            ring, human = figures(result["rows"], only)
+            print(f"  {name:<23} answer -> first ring p50 {pct(ring, 50):5.1f} s "
+                  f"p90 {pct(ring, 90):5.1f} s | answer -> bridged p50 {pct(human, 50):5.1f} s "
+                  f"p90 {pct(human, 90):5.1f} s", flush=True)
+        if args.detail:
+            for row in sorted(result["rows"], key=lambda r: r["to_ring"] or 1e9):
+                print(f"    {row['language']:<9} message={'yes' if row['message'] else 'no ':<3} "
+                      f"first ring {row['to_ring'] or float('nan'):5.1f} s  "
+                      f"bridged {row['to_human'] or float('nan'):5.1f} s")
+    new, old = (figures(r["rows"]) for r in rounds)
+    if all(new) and all(old):
+        print(f"ratio new / ask-first (all callers): first ring p50 "
+              f"{pct(new[0], 50) / pct(old[0], 50):.2f}x, bridged p50 "
+              f"{pct(new[1], 50) / pct(old[1], 50):.2f}x, bridged p90 "
+              f"{pct(new[1], 90) / pct(old[1], 90):.2f}x")
     if not os.environ.get("BENCH_KEEP"):
         redis.Redis.from_url(base.effective_redis_url).flushdb()
 
