@@ -27,7 +27,7 @@ BOSTON_LANGUAGES = ("en", "es", "ht", "kea", "pt", "yue", "cmn", "vi", "ar", "so
 ASTERISK_MODES = ("auto", "real", "standin", "external")
 
 # Secrets are never read from the file: a config file gets committed, copied, mailed.
-SECRET_FIELDS = frozenset({"ami_secret", "web_secret_key", "sms_token"})
+SECRET_FIELDS = frozenset({"ami_secret", "web_secret_key", "sms_token", "chat_secret_key"})
 
 
 class ConfigError(ValueError):
@@ -132,6 +132,9 @@ class Settings:
     chat_public_url: str = ""
     # Where "leave quickly" takes a texter (a neutral site); empty: the app's own plain page.
     chat_leave_url: str = ""
+    # Signs the chat page's form tokens (secret; several chat processes must share it).
+    # Empty: a random key per process (a page open across a restart must be reloaded).
+    chat_secret_key: str = ""
     # The SMS provider's REST API (Twilio's convention); empty: `up` runs the stand-in.
     sms_api_url: str = ""
     sms_account: str = ""

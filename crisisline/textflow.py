@@ -60,7 +60,8 @@ SMS_PROMPTS = ("text_menu", "text_language_option", "text_promise", "sms_options
                "text_too_long", "text_slow_down")
 CHAT_LABELS = ("chat_title", "chat_intro", "chat_leave", "chat_delete", "chat_delete_confirm",
                "chat_send", "chat_message_label", "chat_zip_label", "chat_call_me",
-               "chat_phone_label", "chat_you", "chat_responder", "chat_line", "chat_language")
+               "chat_phone_label", "chat_call_asked", "chat_you", "chat_responder", "chat_line",
+               "chat_language")
 TEXTER_PROMPTS = SMS_PROMPTS + CHAT_LABELS
 
 GSM7 = frozenset(

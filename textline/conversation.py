@@ -161,8 +161,12 @@ class Conversations:
         data = await self.store.hash(call_id) if call_id else {}
         if data.get("state") not in LIVE:
             call_id, data = None, {}
-        if await self.store.limited("sms", number, s.text_rate_per_address):
-            return Outcome(call_id, "slow_down")
+        hits = await self.store.hits("sms", number)
+        if hits > s.text_rate_per_address:
+            # Said once per minute; the rest of a flood is dropped (and never kept).
+            texts = await self.tell(None, data, [Reply("text_slow_down")], number) \
+                if hits == s.text_rate_per_address + 1 else ()
+            return Outcome(call_id, "slow_down", texts)
         waiting = not data or data.get("state") in WAITING
         decision = on_sms(text_state(data) if data else TextState(), body, self.ctx,
                           s.retention_days, waiting=waiting)

@@ -45,7 +45,7 @@ def signature(url: str, params: Mapping[str, str | Sequence[str]], token: str) -
     data = url
     for name in sorted(params):
         values = params[name]
-        for value in ([values] if isinstance(values, str) else sorted(values)):
+        for value in ([values] if isinstance(values, str) else sorted(set(values))):
             data += name + value
     mac = hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()
     return base64.b64encode(mac).decode()

@@ -274,14 +274,18 @@ class TextStore:
     async def opt_in(self, number: str) -> None:
         await self.redis.delete(optout_key(number))
 
-    async def limited(self, kind: str, who: str, limit: int, window_s: int = 60) -> bool:
-        """Count one more; True when ``who`` is over ``limit`` per window."""
+    async def hits(self, kind: str, who: str, window_s: int = 60) -> int:
+        """Count one more request of ``who``; how many in this window."""
         key = f"{TEXT}rate:{kind}:{digest(who)[:32]}"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, window_s, nx=True)
             count, _ = await pipe.execute()
-        return int(count) > limit
+        return int(count)
+
+    async def limited(self, kind: str, who: str, limit: int, window_s: int = 60) -> bool:
+        """Count one more; True when ``who`` is over ``limit`` per window."""
+        return await self.hits(kind, who, window_s) > limit
 
     # ---- responders' one-time links --------------------------------------------------------
     async def new_link(self, call_id: str, rid: str, lifetime_s: int, desk: bool = False) -> str:

@@ -106,6 +106,8 @@ class Reconciler:
                 if leg is not None and leg.decode() in live:
                     continue
                 data = await self.d._hash(call_id)
+                if data.get("source") == Source.TEXT:
+                    continue  # a text offer has no leg: its link's lifetime ends it (textline)
                 if not accepted and data.get("state") in ("waiting", "dispatching") and \
                         time.time() - float(data.get("wave_started_at") or 0) < YOUNG_S:
                     continue  # ringing right now: its leg may not be up yet
@@ -124,7 +126,7 @@ class Reconciler:
         for info in channels:
             channel = info.get("Channel", "")
             uniqueid = info.get("Uniqueid", "")
-            if uniqueid.startswith(("pr-", "pri-", "prs-", "pra-")):
+            if uniqueid.startswith(("pr-", "pri-", "prs-", "pra-", "prt-")):
                 continue
             if not info.get("Context", "").startswith(CALLER_CONTEXTS):
                 continue
