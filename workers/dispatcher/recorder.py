@@ -124,10 +124,11 @@ class Recorder:
             if body.get("type") in TERMINAL and calls.get(cid, {}).get("source") == "text":
                 messages[cid] = await self.texts.messages(cid, count=10_000)
         await asyncio.to_thread(self.write, events, calls, messages)
-        for cid in messages:
+        for cid in (c for c, data in calls.items() if data.get("source") == "text"):
             if await self.texts.erased(cid):
+                # Erased meanwhile: what this batch wrote of it goes too (its timeline as well).
                 await asyncio.to_thread(sql_texts.erase, self.engine, cid)
-            else:
+            elif cid in messages:
                 await self.texts.archived(cid)
         for _, body in events:
             if body.get("type") in TERMINAL:
