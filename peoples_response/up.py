@@ -101,6 +101,10 @@ def parts_for(settings: Settings, exe: list[str]) -> list[Part]:
         parts.append(Part("standin", [*exe, "standin"]))
     parts += [Part("dispatcher", [*exe, "dispatcher"]), Part("worker", [*exe, "worker"]),
               Part("web", [*exe, "web"])]
+    # The text line: the public chat app, and the SMS provider's stand-in when none is set.
+    parts.append(Part("chat", [*exe, "chat"]))
+    if not settings.sms_api_url:
+        parts.append(Part("sms-standin", [*exe, "sms-standin"]))
     return parts
 
 
@@ -138,6 +142,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.asterisk == "standin" and not settings.ami_secret:
         # The stand-in and the dispatcher share a secret made for this run only.
         env["PR_AMI_SECRET"] = secrets.token_hex(16)
+    from smsstandin.serve import standin_env
+
+    env.update(standin_env(settings))  # the provider stand-in's address, account and token
     parts = parts_for(settings, exe)
     stopping = False
 
@@ -160,11 +167,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "ami": f"{settings.ami_host}:{settings.ami_port}" if settings.asterisk == "standin" else "",
         "ami_secret": env.get("PR_AMI_SECRET", "") if settings.asterisk == "standin" else "",
         "web": f"http://{settings.web_host}:{settings.web_port}/",
+        "chat": settings.chat_url, "sms_standin": "" if settings.sms_api_url else env["PR_SMS_API_URL"],
     }))
     runtime.chmod(0o600)  # it holds the run's AMI secret
     print(f"People's Response is up: FastAGI {settings.agi_host}:{settings.agi_port}, "
           f"panel http://{settings.web_host}:{settings.web_port}/, Redis {redis_url}, "
           f"logs in {logs}", flush=True)
+    print(f"Text line: chat page {settings.chat_url}/", flush=True)
     print("First panel account: peoples-response user add NAME --role admin", flush=True)
     print("Try: peoples-response simulate call --keys \"2 02121 1\"   (Ctrl-C stops everything)",
           flush=True)
