@@ -366,8 +366,8 @@ def _text_problems(s: Settings) -> list[str]:
         problems.append("sms_account must be set with sms_api_url")
     if not 60 <= s.text_link_lifetime_s <= 86400:
         problems.append("text_link_lifetime_s must be between 60 and 86400 seconds")
-    if not 5 <= s.text_wave_timeout_s <= 3600:
-        problems.append("text_wave_timeout_s must be between 5 and 3600 seconds")
+    if not 0 < s.text_wave_timeout_s <= 3600:
+        problems.append("text_wave_timeout_s must be positive, at most 3600 seconds")
     if not 30 <= s.text_update_s <= 86400:
         problems.append("text_update_s must be between 30 and 86400 seconds")
     if not 600 <= s.text_idle_end_s <= 7 * 86400:

@@ -133,7 +133,8 @@ class Conversations:
                     language=state.language or self.settings.default_language,
                     priority=self.settings.priority_for(Source.TEXT.value),
                     caller_number=number, extra={"channel": channel, "stage": state.stage})
-        await self.store.create(call, number=number, key=key, ttl_s=self.settings.text_idle_end_s)
+        await self.store.create(call, number=number, key=key, ttl_s=self.settings.text_idle_end_s,
+                                remember_s=self.settings.retention_days * 86400)
         await self.store.calls.event(call.id, "text_started", channel=channel)
         return call.id
 
@@ -183,9 +184,11 @@ class Conversations:
             return Outcome(call_id, "stopped", texts)
         if decision.erase:
             texts = await self.tell(None, data, decision.replies, number)
-            if call_id:
-                await self.erase(call_id)
-            return Outcome(call_id, "erased", texts)
+            # Their conversation now, or the last one (ended, maybe already in SQL).
+            target = call_id or await self.store.last_of(number)
+            if target:
+                await self.erase(target)
+            return Outcome(target, "erased", texts)
         if sms_segments(body) > s.text_max_sms_segments:
             texts = await self.tell(call_id, data, [Reply("text_too_long")], number)
             return Outcome(call_id, "too_long", texts)

@@ -78,10 +78,10 @@ def link(token: str) -> Any:
     if not info:
         return _note("This link has expired", "It is no longer open. Thank you.", 410)
     data = r.run(r.store.hash(info["call_id"]))
-    if data.get("accepted_by") and data["accepted_by"] != info["rid"]:
-        return _note("Someone else took it", "Another responder is with this person. Thank you.")
     if data.get("state") not in LIVE:
         return _note("This conversation has ended", "Nothing more to do. Thank you.")
+    if data.get("accepted_by") and data["accepted_by"] != info["rid"]:
+        return _note("Someone else took it", "Another responder is with this person. Thank you.")
     if info.get("status") == "used":
         return _note("This link was already opened", "It works once. If it was you, carry on "
                      "in the browser where you opened it.", 410, link=True)
@@ -140,10 +140,10 @@ def page() -> Any:
     call_id, rid = session["call_id"], session["rid"]
     data = r.run(r.store.hash(call_id))
     winner = data.get("accepted_by", "")
-    if winner and winner != rid:
-        return _note("Someone else took it", "Another responder is with this person. Thank you.")
     if data.get("state") not in LIVE:
         return _note("This conversation has ended", "Thank you.")
+    if winner and winner != rid:
+        return _note("Someone else took it", "Another responder is with this person. Thank you.")
     facts = _facts(data)
     mine = winner == rid
     return render_template("responder.html", facts=facts, mine=mine, csrf=session["csrf"],

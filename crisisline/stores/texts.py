@@ -11,6 +11,8 @@ Keys (prefix ``pr:text:``):
                            when it ends (then it expires)
   live             set     live conversations (the chat app's upkeep looks only at these)
   from:<sha>       str     an SMS texter's current conversation, by their number's hash
+  last:<sha>       str     their latest one, ended or not (DELETE erases it), for as long as
+                           conversations are kept
   chat:<sha>       str     a chat page's conversation, by the hash of the key only the
                            page holds (in memory: nothing is stored in the browser)
   sid:<MessageSid> str     a provider message already taken (providers retry)
@@ -60,6 +62,10 @@ def messages_key(call_id: str) -> str:
 
 def from_key(number: str) -> str:
     return f"{TEXT}from:{digest(number)}"
+
+
+def last_key(number: str) -> str:
+    return f"{TEXT}last:{digest(number)}"
 
 
 def chat_key(key: str) -> str:
@@ -160,7 +166,7 @@ class TextStore:
 
     # ---- conversations -------------------------------------------------------------------
     async def create(self, call: Call, *, number: str | None = None, key: str | None = None,
-                     ttl_s: int = 86400) -> None:
+                     ttl_s: int = 86400, remember_s: int = 30 * 86400) -> None:
         """A new conversation (not queued yet), found again by the texter's number (SMS) or
         by the key their chat page holds."""
         await self.calls.create(call)
@@ -168,12 +174,18 @@ class TextStore:
             pipe.sadd(LIVE_TEXTS, call.id)
             if number:
                 pipe.set(from_key(number), call.id, ex=ttl_s)
+                pipe.set(last_key(number), call.id, ex=remember_s)
             if key:
                 pipe.set(chat_key(key), call.id, ex=ttl_s)
             await pipe.execute()
 
     async def by_number(self, number: str) -> str | None:
         value = await self.redis.get(from_key(number))
+        return value.decode() if value else None
+
+    async def last_of(self, number: str) -> str | None:
+        """The number's latest conversation, even ended (until the retention period)."""
+        value = await self.redis.get(last_key(number))
         return value.decode() if value else None
 
     async def by_key(self, key: str) -> str | None:
@@ -231,7 +243,7 @@ class TextStore:
             pipe.delete(messages_key(call_id))
             pipe.hdel(call_key(call_id), *PERSONAL)
             if data.get("caller_number"):
-                pipe.delete(from_key(data["caller_number"]))
+                pipe.delete(from_key(data["caller_number"]), last_key(data["caller_number"]))
             pipe.srem(LIVE_TEXTS, call_id)
             pipe.publish(NOTIFY, call_id)
             await pipe.execute()
