@@ -99,8 +99,8 @@ class Conversations:
         texts = self.render(replies, data.get("language") or None)
         number = number or data.get("caller_number") or None
         for body in texts:
-            if call_id:
-                await self.store.add(call_id, "line", body)
+            if call_id and not await self.store.add(call_id, "line", body):
+                continue  # gone, or erased meanwhile: nothing more goes to the texter
             if number and data.get("x_channel", SMS) == SMS:
                 await self.send_sms(call_id, number, body)
         return texts
