@@ -267,7 +267,7 @@ def join(call_id: str) -> Any:
     if call.state not in JOINABLE_STATES:
         return _refused(call_id, {"phone": "This call has ended."})
     if call.source == "text":
-        return _refused(call_id, {"phone": "A text conversation has no room to join: write to "
+        return _refused(call_id, {"target": "A text conversation has no room to join: write to "
                                            "the texter instead."})
     phone = request.form.get("phone", "").strip()[:64]
     mode = request.form.get("mode", "")
