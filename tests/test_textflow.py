@@ -231,3 +231,19 @@ def test_a_vietnamese_texter_is_offered_to_vietnamese_speakers_first() -> None:
     assert [(w.number, [r.id for r in w.responders]) for w in waves] == [
         (2, ["vu"]), (3, ["lan"]), (5, ["ana", "dee"])]
     assert all(w.speakers_only for w in waves[:2])
+
+
+def test_prompts_status_and_check_tell_which_languages_texters_read_in_english(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from peoples_response.check import check_prompts
+    from peoples_response.prompts_cmd import texter_status
+
+    s = config.load(env={}, var_dir=str(tmp_path), languages=("en", "es", "so"))
+    texter_status(s, CATALOG)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("text line (chat and SMS replies; read, never heard)")
+    rows = {line.split()[0]: line.split() for line in out[2:]}
+    assert rows["es"][1:] == ["0", str(len(TEXTER_PROMPTS)), "0", "es"]
+    assert rows["so"][3:5] == [str(len(TEXTER_PROMPTS)), "en"]
+    problems = [p for p in check_prompts(s) if p.startswith("text line")]
+    assert len(problems) == 1 and "'so'" in problems[0]
