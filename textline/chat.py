@@ -25,6 +25,8 @@ from flask import Blueprint, Response, abort, current_app, jsonify, redirect, re
 
 from crisisline import destinations
 from crisisline.config import Settings
+from crisisline.stores.calls import call_key
+from crisisline.stores.texts import chat_key, rate_key
 from crisisline.textflow import CHAT_LABELS
 from textline.runtime import Runtime
 
@@ -173,20 +175,39 @@ def start() -> Any:
 
 @bp.post("/chat/send")
 def send() -> Any:
-    r, s = rt(), settings()
-    call_id = _conversation()
-    data = r.run(r.store.hash(call_id))
-    if _limited_address() or r.run(r.store.limited("conversation", call_id,
-                                                   s.text_rate_per_conversation)):
-        return _refuse("text_slow_down", data.get("language"), 429)
-    body = _body()
+    r = rt()
+    status, prompt, language = r.run(_send(r, settings(), request.form.get("key", ""), _body(),
+                                           _address()))
+    if status == 404:
+        abort(404)
+    if prompt:
+        return _refuse(prompt, language, status)
+    return jsonify(state="ended" if status == 409 else "sent"), status
+
+
+async def _send(r: Runtime, s: Settings, key: str, body: str,
+                address: str) -> tuple[int, str, str]:
+    """(status, prompt to refuse with, language): the whole of a send in one hand-off to
+    the loop (one lookup, one pipeline for the conversation and both rate counters)."""
+    store = r.store
+    call_id = await store.by_key(key)
+    if not call_id:
+        return 404, "", ""
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(call_key(call_id))
+        for kind, who in (("chat", address), ("conversation", call_id)):
+            pipe.incr(rate_key(kind, who))
+            pipe.expire(rate_key(kind, who), 60, nx=True)
+        pipe.expire(chat_key(key), s.text_idle_end_s)
+        raw, by_address, _, by_conversation, _, _ = await pipe.execute()
+    data = {k.decode(): v.decode() for k, v in raw.items()}
+    language = data.get("language", "")
+    if by_address > s.text_rate_per_address or by_conversation > s.text_rate_per_conversation:
+        return 429, "text_slow_down", language
     if len(body) > s.text_max_chat_chars:
-        return _refuse("text_too_long", data.get("language"), 413)
-    outcome = r.run(r.conversations.chat_message(call_id, body))
-    if outcome.status == "ended":
-        return jsonify(state="ended"), 409
-    r.run(r.store.touch(key=request.form.get("key", ""), ttl_s=s.text_idle_end_s))
-    return jsonify(state="sent"), 202
+        return 413, "text_too_long", language
+    outcome = await r.conversations.chat_message(call_id, body, data)
+    return (409 if outcome.status == "ended" else 202), "", language
 
 
 @bp.post("/chat/poll")
@@ -200,25 +221,38 @@ def poll() -> Any:
     after = request.form.get("after", "")[:40]
     if after and not _stream_id(after):
         abort(400)
-    deadline = time.monotonic() + min(POLL_S, float(request.form.get("wait", POLL_S) or POLL_S))
-    wake = r.hub.register(call_id)
-    try:
-        while True:
-            wake.clear()
-            messages, data = r.run(_read(r, call_id, after))
-            state = STATES.get(data.get("state", ""), "ended")
-            if messages or state == "ended" or time.monotonic() >= deadline:
-                break
-            wake.wait(max(0.0, deadline - time.monotonic()))
-    finally:
-        r.hub.unregister(call_id, wake)
+    messages, state, _ = wait_for_messages(r, call_id, after, _wait())
     return jsonify(messages=[{"id": i, "sender": m.get("sender"), "body": m.get("body", "")}
                              for i, m in messages],
                    state=state, after=messages[-1][0] if messages else after)
 
 
-async def _read(r: Runtime, call_id: str, after: str) -> tuple[list, dict[str, str]]:
-    return await r.store.messages(call_id, after), await r.store.hash(call_id)
+def _wait() -> float:
+    try:
+        return min(POLL_S, max(0.0, float(request.form.get("wait", POLL_S) or POLL_S)))
+    except ValueError:
+        abort(400)
+
+
+def wait_for_messages(r: Runtime, call_id: str, after: str, wait: float,
+                      reader: str | None = None) -> tuple[list, str, dict[str, str]]:
+    """A long poll: the messages after ``after`` at once if there are any, else as soon as
+    one comes (the hub wakes this thread), or none after ``wait`` seconds. ``reader``: only
+    the responder who has the conversation reads its messages."""
+    deadline = time.monotonic() + wait
+    wake = r.hub.register(call_id)
+    try:
+        while True:
+            wake.clear()
+            messages, data = r.run(r.store.read(call_id, after))
+            if reader is not None and data.get("accepted_by") != reader:
+                messages = []
+            state = STATES.get(data.get("state", ""), "ended")
+            if messages or state == "ended" or time.monotonic() >= deadline:
+                return messages, state, data
+            wake.wait(max(0.0, deadline - time.monotonic()))
+    finally:
+        r.hub.unregister(call_id, wake)
 
 
 def _stream_id(value: str) -> bool:

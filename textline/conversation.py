@@ -208,8 +208,9 @@ class Conversations:
         data = await self.store.hash(call_id)
         return await self._apply(call_id, data, body, decision)
 
-    async def chat_message(self, call_id: str, body: str) -> Outcome:
-        data = await self.store.hash(call_id)
+    async def chat_message(self, call_id: str, body: str,
+                           data: dict[str, str] | None = None) -> Outcome:
+        data = data if data is not None else await self.store.hash(call_id)
         if data.get("state") not in LIVE:
             return Outcome(call_id, "ended")
         decision = on_chat(text_state(data), body, self.ctx,
@@ -229,10 +230,11 @@ class Conversations:
                                      time_to_human_s=f"{waited:.3f}")
         await self.tell(call_id, data, [Reply("text_connected")])
 
-    async def from_staff(self, call_id: str, sender: str, author: str, body: str) -> bool:
+    async def from_staff(self, call_id: str, sender: str, author: str, body: str,
+                         data: dict[str, str] | None = None) -> bool:
         """A responder's (or a supervisor's) message to the texter: into the conversation,
         and to the texter's phone for SMS; False when the conversation is no longer live."""
-        data = await self.store.hash(call_id)
+        data = data if data is not None else await self.store.hash(call_id)
         if data.get("state") not in LIVE or not await self.store.add(call_id, sender, body, author):
             return False
         if data.get("x_channel") == SMS and data.get("caller_number"):

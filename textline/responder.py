@@ -37,7 +37,7 @@ from crisisline.config import Settings
 from crisisline.roster.store import RosterStore
 from crisisline.stores.offers import COMMANDS
 from crisisline.textflow import SMS, sms_segments
-from textline.chat import STATES, _read, _stream_id
+from textline.chat import _stream_id, wait_for_messages
 from textline.runtime import Runtime
 
 bp = Blueprint("responder", __name__, url_prefix="/r")
@@ -190,19 +190,37 @@ def _mine(session: dict[str, str]) -> dict[str, str]:
 
 @bp.post("/c/send")
 def send() -> Any:
-    r, s = rt(), settings()
-    session = _session()
-    _csrf(session)
-    data = _mine(session)
+    r = rt()
     body = request.form.get("body", "").replace("\r\n", "\n").strip()
     if not body:
         abort(400)
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    status = r.run(_send(r, settings(), request.cookies.get(COOKIE, ""), sent, body))
+    if status in (400, 403):
+        abort(status)
+    if status == 413:
+        return jsonify(error="Too long for one message: send it in parts."), 413
+    return jsonify(state="ended" if status == 409 else "sent"), status
+
+
+async def _send(r: Runtime, s: Settings, sid: str, sent: str, body: str) -> int:
+    """A responder's message, in one hand-off to the loop: their session, the form token,
+    that the conversation is theirs, the size, then to the texter."""
+    session = await r.store.session(sid) if sid and len(sid) <= 64 else {}
+    if not session:
+        return 403
+    if not sent or not hmac.compare_digest(sent, session["csrf"]):
+        return 400
+    data = await r.store.hash(session["call_id"])
+    if data.get("accepted_by") != session["rid"]:
+        return 403
     if len(body) > s.text_max_chat_chars or (
             data.get("x_channel") == SMS and sms_segments(body) > s.text_max_sms_segments):
-        return jsonify(error="Too long for one message: send it in parts."), 413
-    if not r.run(r.conversations.from_staff(session["call_id"], "responder", session["rid"], body)):
-        return jsonify(state="ended"), 409
-    return jsonify(state="sent"), 202
+        return 413
+    if not await r.conversations.from_staff(session["call_id"], "responder", session["rid"], body,
+                                            data=data):
+        return 409
+    return 202
 
 
 @bp.post("/c/poll")
@@ -214,20 +232,11 @@ def poll() -> Any:
     after = request.form.get("after", "")[:40]
     if after and not _stream_id(after):
         abort(400)
-    deadline = time.monotonic() + min(POLL_S, float(request.form.get("wait", POLL_S) or POLL_S))
-    wake = r.hub.register(call_id)
     try:
-        while True:
-            wake.clear()
-            messages, data = r.run(_read(r, call_id, after))
-            if data.get("accepted_by") != rid:
-                messages = []  # only the one who took it reads the conversation
-            state = STATES.get(data.get("state", ""), "ended")
-            if messages or state == "ended" or time.monotonic() >= deadline:
-                break
-            wake.wait(max(0.0, deadline - time.monotonic()))
-    finally:
-        r.hub.unregister(call_id, wake)
+        wait = min(POLL_S, max(0.0, float(request.form.get("wait", POLL_S) or POLL_S)))
+    except ValueError:
+        abort(400)
+    messages, state, data = wait_for_messages(r, call_id, after, wait, reader=rid)
     return jsonify(messages=[{"id": i, "sender": m.get("sender"), "author": m.get("author", ""),
                               "body": m.get("body", "")} for i, m in messages],
                    state=state, call_asked=bool(data.get("callback_number")),

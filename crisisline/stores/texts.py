@@ -48,6 +48,7 @@ DESK = TEXT + "desk"
 MESSAGES_MAXLEN = 5000
 ARCHIVED_TTL_S = 600  # a finished conversation's messages, once in SQL: the page's last poll
 SESSION_FIELDS = ("call_id", "rid", "csrf")
+READ_FIELDS = ("state", "accepted_by", "callback_number")
 # What a conversation's hash may hold that identifies the texter (erased by DELETE).
 PERSONAL = ("caller_number", "callback_number", "zip_code", "note", "transcript")
 
@@ -90,6 +91,10 @@ def links_key(call_id: str) -> str:
 
 def session_key(sid: str) -> str:
     return f"{TEXT}session:{sid}"
+
+
+def rate_key(kind: str, who: str) -> str:
+    return f"{TEXT}rate:{kind}:{digest(who)[:32]}"
 
 
 def erased_key(call_id: str) -> str:
@@ -268,6 +273,17 @@ class TextStore:
         rows = await self.redis.xrange(messages_key(call_id), min=start, count=count)
         return [(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in rows]
 
+    async def read(self, call_id: str, after: str = "") -> tuple[list[tuple[str, dict[str, str]]],
+                                                                 dict[str, str]]:
+        """A waiting page's look, in one round trip: the messages after ``after`` and the
+        conversation's state, who has it, and whether the texter asked for a call."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(messages_key(call_id), min=f"({after}" if after else "-", count=500)
+            pipe.hmget(call_key(call_id), READ_FIELDS)
+            rows, values = await pipe.execute()
+        messages = [(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in rows]
+        return messages, {k: v.decode() for k, v in zip(READ_FIELDS, values, strict=True) if v}
+
     async def archived(self, call_id: str) -> None:
         """Its messages are in SQL now: Redis keeps them only for a last poll of the page."""
         await self.redis.expire(messages_key(call_id), ARCHIVED_TTL_S)
@@ -288,7 +304,7 @@ class TextStore:
 
     async def hits(self, kind: str, who: str, window_s: int = 60) -> int:
         """Count one more request of ``who``; how many in this window."""
-        key = f"{TEXT}rate:{kind}:{digest(who)[:32]}"
+        key = rate_key(kind, who)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, window_s, nx=True)
