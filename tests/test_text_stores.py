@@ -200,3 +200,27 @@ def test_retention_purges_old_conversations(sql_settings: config.Settings) -> No
             assert [m.call_id for m in session.query(TextMessage)] == ["new"]
     finally:
         engine.dispose()
+
+
+def test_the_retention_job_purges_conversations_with_transcripts(sql_settings: config.Settings) -> None:
+    from workers.retention import purge_records
+
+    db.upgrade(sql_settings)
+    engine = db.engine_for(sql_settings)
+    now = datetime.now(UTC)
+    try:
+        with Session(engine) as session, session.begin():
+            session.add(CallRecord(id="aged", source="text", channel="sms", language="es",
+                                   started_at=now - timedelta(days=45), outcome="bridged",
+                                   waves_used=1, consented_to_message=False,
+                                   caller_number="+17815550142"))
+            session.flush()
+            sql_texts.archive(session, "aged", [("1-0", {"sender": "texter", "body": "private",
+                                                         "at": f"{now.timestamp():.3f}"})])
+        purge_records(sql_settings, (now - timedelta(days=30)).timestamp())
+        with Session(engine) as session:
+            record = session.get(CallRecord, "aged")
+            assert sql_texts.messages(session, "aged") == [] and record.caller_number is None
+            assert (record.source, record.channel, record.outcome) == ("text", "sms", "bridged")
+    finally:
+        engine.dispose()

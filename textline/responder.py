@@ -220,6 +220,7 @@ async def _send(r: Runtime, s: Settings, sid: str, sent: str, body: str) -> int:
     if not await r.conversations.from_staff(session["call_id"], "responder", session["rid"], body,
                                             data=data):
         return 409
+    await r.store.extend_session(sid, s.text_idle_end_s)  # a long conversation keeps its page
     return 202
 
 
