@@ -42,7 +42,7 @@ async def test_simulate_text_by_sms_and_by_chat(live_settings) -> None:
         as_if_up_ran(system)
         got = await system.http(simulate, system, [
             "--channel", "sms", "--messages", "2|hola, necesito hablar con alguien",
-            "--responders", "ana=decline", "--talk", "0.5", "--wait", "30"])
+            "--responders", "ana=decline,ben=answer:20", "--talk", "0.5", "--wait", "30"])
         assert set(got) == {"conversation_id", "channel", "language", "neighborhood", "rung",
                             "answered_by", "time_to_human_s", "outcome"}
         assert (got["channel"], got["language"], got["outcome"], got["answered_by"]) == \
