@@ -404,3 +404,67 @@ async def test_a_responder_calls_the_texter_from_the_lines_number(live_settings)
                                     if e["type"] == "text_call_connected"], 15)
         assert responder.rooms and responder.rooms[0] == f"call-{call_id}"
         commands.cancel()
+
+
+class RecordingAmi:
+    """Stands where the AMI gateway does, and only notes what would be sent to Asterisk."""
+
+    def __init__(self) -> None:
+        self.handlers: list = []
+        self.originate_results: list = []
+        self.listening_since = None
+        self.sent: list[tuple] = []
+
+    async def setvar(self, *args):
+        self.sent.append(("setvar", *args))
+        return True
+
+    async def redirect(self, *args, **kw):
+        self.sent.append(("redirect", *args))
+        return True
+
+    async def hangup(self, *args, **kw):
+        self.sent.append(("hangup", *args))
+
+    def originate(self, *args, **kw):
+        self.sent.append(("originate", *args))
+
+
+async def test_a_conversation_never_reaches_asterisk_through_the_dispatcher(settings) -> None:
+    """No channel: attend, the callback offer, the fallback move and hanging up a leg are
+    never sent to Asterisk for a text; ring makes a link instead of an Originate."""
+    import redis.asyncio as aioredis
+
+    from crisisline.call import Call, Source
+    from crisisline.stores.calls import CallStore
+    from crisisline.stores.offers import OfferStore
+    from crisisline.stores.texts import TextStore
+    from workers.dispatcher.dispatcher import Dispatcher
+
+    client = aioredis.Redis.from_url(settings.effective_redis_url)
+    ami = RecordingAmi()
+    d = Dispatcher(settings, CallStore(client), OfferStore(client), ami, lambda: SPANISH)
+    store = TextStore(client)
+    try:
+        await store.create(Call(id="t1", source=Source.TEXT, language="es", priority=2,
+                                extra={"channel": "chat", "stage": "open"}))
+        await store.queue("t1")
+        data = await d._hash("t1")
+        await d.attend(data)
+        await d.offer_callback("t1", data)
+        assert await d.give_up("t1", data) is False
+        assert await client.hget("pr:call:t1", "state") == b"waiting"  # the search goes on
+        # A desk phone: the offer is a link on the panel. A mobile with no SMS provider
+        # configured: the offer can't reach them, so it passes (the wave goes on).
+        desk = text_roster(("rosa", "dot", "es", "PJSIP/rosa"))
+        for rid, who in (("rosa", desk.responder("rosa")), ("ana", SPANISH.responder("ana"))):
+            assert await d.offers.ring("t1", rid, 1, 0)
+            d.ring("t1", who, 0, 1, True, 5.0, source="text")
+        await asyncio.sleep(0.3)  # offers are made in the background, as an Originate is
+        assert await client.hget("pr:text:links:t1", "rosa")
+        assert await client.hget("pr:offers:t1", "ana") == b"passed:sms_failed"
+        await d.hangup_leg("t1", "rosa")
+        assert not await client.hget("pr:text:links:t1", "rosa")
+        assert ami.sent == []
+    finally:
+        await client.aclose()
