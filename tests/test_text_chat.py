@@ -178,3 +178,16 @@ def test_a_language_missing_a_text_is_shown_wholly_in_the_default_language(
         assert es["written"] == "es" and es["texts"]["chat_send"] == "Enviar"
     finally:
         runtime.close()
+
+
+def test_when_the_line_cant_take_it_the_page_gives_the_phone_number(chat_settings) -> None:
+    """Redis unreachable: the page still loads, and what it shows then is the phone line."""
+    broken = dataclasses.replace(chat_settings, redis_url="redis://127.0.0.1:1/0")
+    runtime = Runtime(broken, upkeep=False)
+    try:
+        app = create_app(broken, runtime=runtime, testing=True)
+        html = app.test_client().get("/").get_data(as_text=True)
+        assert chat_settings.line_number in html  # in every language's "can't reach" words
+        assert "text_unattended" in html
+    finally:
+        runtime.close()

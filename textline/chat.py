@@ -104,7 +104,7 @@ def page_texts() -> dict[str, Any]:
         written = conv.language_of({"language": lang})
         texts = {name: conv.text(name, written, days=str(s.retention_days))
                  for name in (*CHAT_LABELS, "text_promise", "text_deleted", "text_ended",
-                              "text_too_long", "text_slow_down")}
+                              "text_too_long", "text_slow_down", "text_unattended")}
         info = r.catalog.languages[lang]
         out[lang] = {"key": key, "name": info.native_name, "written": written,
                      "dir": "rtl" if written in RTL else "ltr", "texts": texts}

@@ -100,9 +100,10 @@
       } else {
         r = await post("/chat/send", { key: key, body: text });
       }
-    } catch (err) { say(texts.text_slow_down); return; }
-    var data = await r.json();
-    if (!r.ok) { say(data.error || texts.text_ended); return; }
+    } catch (err) { say(texts.text_unattended); return; }  // the line can't be reached: the phone
+    var data = {};
+    try { data = await r.json(); } catch (err) { data = {}; }
+    if (!r.ok) { say(data.error || (r.status >= 500 ? texts.text_unattended : texts.text_ended)); return; }
     say("");
     body.value = "";
     if (data.key) {
@@ -116,8 +117,11 @@
   document.getElementById("call-form").addEventListener("submit", async function (e) {
     e.preventDefault();
     if (!key) { return; }
-    var r = await post("/chat/call", { key: key, phone: document.getElementById("phone").value.trim() });
-    var data = await r.json();
+    var r, data = {};
+    try {
+      r = await post("/chat/call", { key: key, phone: document.getElementById("phone").value.trim() });
+      data = await r.json();
+    } catch (err) { say(texts.text_unattended); return; }
     say(r.ok ? texts.chat_call_asked : (data.error || ""));
   });
 
