@@ -191,3 +191,13 @@ def test_when_the_line_cant_take_it_the_page_gives_the_phone_number(chat_setting
         assert "text_unattended" in html
     finally:
         runtime.close()
+
+
+def test_the_access_log_never_holds_a_one_time_link() -> None:
+    from textline.serve import ONE_TIME_LINK
+
+    for line, shown in (('"GET /r/c-Xy_9abc HTTP/1.1"', '"GET /r/… HTTP/1.1"'),
+                        ('"POST /r/Q3vB HTTP/1.1"', '"POST /r/… HTTP/1.1"'),
+                        ('"POST /r/c/poll HTTP/1.1"', '"POST /r/c/poll HTTP/1.1"'),
+                        ('"GET /r/c HTTP/1.1"', '"GET /r/c HTTP/1.1"')):
+        assert ONE_TIME_LINK.sub("/r/…", line) == shown
