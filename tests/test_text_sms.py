@@ -390,7 +390,8 @@ async def test_a_responder_calls_the_texter_from_the_lines_number(live_settings)
         await asyncio.sleep(0.2)  # reading the command stream from its end, as the service does
         status, _page = await system.http(browser.post, base + "/r/c/call", {"csrf_token": csrf})
         assert status == 200
-        assert system.texts_to()[-1] == f"Le estamos llamando ahora desde el {system.settings.line_number}."
+        calling = f"Le estamos llamando ahora desde el {system.settings.line_number}."
+        assert await system.until(lambda: system.texts_to()[-1] == calling, 15)
         phones = system.calls.phones
 
         def legs():

@@ -256,7 +256,7 @@ def call() -> Any:
         return _note("No number to call", "The texter has not given a number. Ask them to press "
                      "“Ask for a phone call” on their page.", 422, link=True)
     r.run(_command(r, session["call_id"], session["rid"]))
-    r.run(r.conversations.say(session["call_id"], "text_calling"))
+    # The texter is told when their phone is about to ring (the dispatcher), not before.
     return redirect("/r/c", 303)
 
 

@@ -166,6 +166,7 @@ class TextOffers:
                                                 f"{result.get('Reason', '')}")
             return
         if who == "r" and number:
+            await self.conversations.say(call_id, "text_calling")  # their phone rings now
             self.d.ami.originate(call_leg_id(call_id, "t", n), self.d.dial_string(number), "",
                                  {"PR_CALL_ID": call_id}, CALL_RING_S,
                                  caller_id=f"People's Response <{self.settings.line_number}>",
