@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# People's Response line: the Python application (FastAGI IVR, prompts, and later the
-# dispatcher and panel), one image with the `peoples-response` command as entrypoint.
+# People's Response line: the Python application (FastAGI IVR, dispatcher, worker, panel,
+# prompts), one image with the `peoples-response` command as entrypoint.
 FROM python:3.11-slim
 
 ARG DEBIAN_FRONTEND=noninteractive
@@ -19,7 +19,7 @@ RUN pip install --no-cache-dir . \
 # volume mounted on it (the rendered prompts) starts with the right owner.
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/peoples-response \
       --create-home --shell /usr/sbin/nologin peoples-response \
- && mkdir -p /var/lib/peoples-response/prompts \
+ && mkdir -p /var/lib/peoples-response/prompts /var/lib/peoples-response/recordings \
  && chown -R peoples-response:peoples-response /var/lib/peoples-response
 ENV PR_VAR_DIR=/var/lib/peoples-response \
     PR_PROMPTS_DIR=/var/lib/peoples-response/prompts \

@@ -29,6 +29,9 @@ class AgiServer:
         self.handlers = handlers if handlers is not None else load_all()
         self.sessions = 0
         self._server: asyncio.Server | None = None
+        self._open: dict[asyncio.StreamWriter, asyncio.Task] = {}
+        self.killed = False
+        self.closing = False
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self._server = await asyncio.start_server(self.handle, host, port,
@@ -42,9 +45,28 @@ class AgiServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop serving. Sessions still open end as a dropped connection would: the
+        dialplan goes on to the waiting room (queued) or the fallback group (not queued)."""
+        self.closing = True
         if self._server is not None:
             self._server.close()
+        tasks = list(self._open.values())
+        for writer, task in list(self._open.items()):
+            task.cancel()
+            writer.transport.abort()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
+
+    def abort(self) -> None:
+        """As if the process were killed: stop listening, drop every session's socket, and
+        finish nothing (no clean-up, no Redis writes)."""
+        self.killed = True
+        if self._server is not None:
+            self._server.close()
+        for writer, task in list(self._open.items()):
+            task.cancel()  # a killed process finishes nothing
+            writer.transport.abort()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -61,7 +83,18 @@ class AgiServer:
             writer.close()
             return
         session = AgiSession(reader, writer, headers, self.app.settings.agi_command_timeout_s)
-        await self.run(session)
+        task = asyncio.current_task()
+        if task is not None:
+            self._open[writer] = task
+        try:
+            await self.run(session)
+        except asyncio.CancelledError:
+            # Ended by close()/abort(): finish quietly (on Python 3.11 a cancelled
+            # connection handler is logged as an error by asyncio's streams).
+            if not (self.closing or self.killed):
+                raise
+        finally:
+            self._open.pop(writer, None)
 
     async def run(self, session: AgiSession) -> None:
         """Run one session to its end; never lets an error leave a caller without a path."""
@@ -77,10 +110,14 @@ class AgiServer:
             await handler(session, self.app)
         except CallerHungUp:
             # Gone, unless Asterisk moved the channel on (then whoever moved it owns it now).
+            if self.killed:
+                return
             if session.call_id and not await session.moved():
                 await self._quietly(self.app.store.end(session.call_id, State.ABANDONED, "",
                                                        "caller_hung_up"))
         except (AgiProtocolError, AgiCommandError, OSError, Exception) as exc:
+            if self.killed:
+                return
             log.exception("AGI %s failed for call %s: %s", name, session.call_id, exc)
             await self._fail_toward_a_human(session, exc)
         finally:

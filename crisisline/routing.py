@@ -54,7 +54,7 @@ class CallToRoute:
     id: str
     language: str
     neighborhood: str | None
-    waited_s: float = 0.0  # since the caller was answered
+    waited_s: float = 0.0  # since the call was queued (phones could ring)
 
 
 @dataclass(frozen=True)

@@ -93,9 +93,8 @@ class RealCall:
         self.started = asyncio.Event()
         self.settled = asyncio.Event()   # in a room, or with the fallback desk
         self.finished = asyncio.Event()  # the PBX side hung up
-        answers = [t for t in script.keys]
-        self._plain = [t for t in answers if "@" not in t]
-        self._timed = [t for t in answers if "@" in t]
+        # In order: a timed answer is armed only once every answer before it was used.
+        self._answers = list(script.keys)
         self._heard = 0
         self._tasks: set[asyncio.Task] = set()
         self._hanging_up = False
@@ -126,10 +125,10 @@ class RealCall:
         ]
         if caller_id:
             headers.append(("CallerID", caller_id))
+        self.line.calls[self.tag] = self  # before: its Newchannel may beat the response
         reply = await world.action(headers)
         if reply.get("Response") != "Success":
             raise RuntimeError(f"world could not place the call: {reply.get('Message')}")
-        self.line.calls[self.tag] = self
 
     # ---- what the PBX does -----------------------------------------------------------------
     def on_pbx_event(self, e: Message) -> None:
@@ -189,14 +188,15 @@ class RealCall:
         if what in AUDIO and len(argv) > 2:
             self._prompt(argv[2])
             length = self.line.duration(argv[2])
-        if self._timed and (what in AUDIO or what == "RECORD FILE" or what in QUESTIONS):
-            token = self._timed.pop(0)
+        if self._answers and "@" in self._answers[0] and (
+                what in AUDIO or what == "RECORD FILE" or what in QUESTIONS):
+            token = self._answers.pop(0)
             keys, _, at = token.partition("@")
             self.trace.keys.append((what, token))
             self._spawn(self._press_later(keys, float(at or 0)))
             return
         if what in QUESTIONS:
-            token = self._plain.pop(0) if self._plain else NO_KEY
+            token = self._next_plain()
             self.trace.keys.append((what, token))
             if token != NO_KEY:
                 delay = (length if what != "WAIT FOR DIGIT" else 0.0) + REACTION_S
@@ -204,11 +204,16 @@ class RealCall:
         elif what == "RECORD FILE" and len(argv) > 4:
             self._on_record(argv)
 
+    def _next_plain(self) -> str:
+        if self._answers and "@" not in self._answers[0]:
+            return self._answers.pop(0)
+        return NO_KEY
+
     def _on_record(self, argv: list[str]) -> None:
         escapes = argv[4]
         if any(d in escapes for d in "0123456789*"):
             # A recording any key ends (the spoken language choice): an input point.
-            token = self._plain.pop(0) if self._plain else NO_KEY
+            token = self._next_plain()
             self.trace.keys.append(("RECORD FILE", token))
             if token != NO_KEY:
                 self._spawn(self._press_later(token[:1], REACTION_S))
@@ -245,9 +250,14 @@ class RealCall:
                 await asyncio.sleep(KEY_GAP_S)
             if self.finished.is_set() or world is None:
                 return
-            with contextlib.suppress(Exception):
-                await world.action({"Action": "PlayDTMF", "Channel": self.world_channel,
-                                    "Digit": key, "Duration": "120"})
+            try:
+                reply = await world.action({"Action": "PlayDTMF", "Channel": self.world_channel,
+                                            "Digit": key, "Duration": "120"})
+            except Exception as exc:
+                self.trace.log.append(f"PlayDTMF {key}: {exc}")
+                continue
+            if reply.get("Response") != "Success":
+                self.trace.log.append(f"PlayDTMF {key}: {reply.get('Message')}")
 
     async def _say(self, audio: Path) -> None:
         """Play a recording into the call from the caller's side, then listen again."""
@@ -349,6 +359,31 @@ class RealLine:
         self.world_ami.subscribers.append(self._on_world_event)
         if self.desk_secret:
             await self.wait_desk_registered()
+
+    @classmethod
+    async def attach(cls, runtime: dict[str, str], prompts: Path,
+                     prompts_name: str = "peoples-response") -> RealLine:
+        """Connect to the PBX and world that `up` runs (its var/run/up.json)."""
+        line = cls.__new__(cls)
+        line.install = Path(runtime.get("pbx_state", "."))
+        line.state = Path(runtime.get("pbx_state", "."))
+        line.prompts, line.prompts_name = Path(prompts), prompts_name
+        line.agi_url, line.desk_secret, line.extra_env = "", None, {}
+        line.ami_secret = runtime.get("ami_secret", "")
+        line.sounds = SoundResolver(prompts_dir=line.prompts, prompts_prefix=prompts_name)
+        line.calls, line.by_channel, line._early = {}, {}, {}
+        line.layout = line.world = None
+        line.pbx_proc = line.world_proc = None
+        line.pbx_events, line._identifying = [], set()
+        host, _, port = runtime["ami"].rpartition(":")
+        line.observer = await AmiConnection.connect(host, int(port), "pr-observer",
+                                                    runtime["observer_secret"])
+        line.observer.subscribers.append(line._on_pbx_event)
+        whost, _, wport = runtime["world_ami"].rpartition(":")
+        line.world_ami = await AmiConnection.connect(whost, int(wport), "world",
+                                                     runtime["world_secret"])
+        line.world_ami.subscribers.append(line._on_world_event)
+        return line
 
     async def wait_desk_registered(self, timeout: float = 10) -> bool:
         assert self.observer is not None

@@ -7,7 +7,10 @@ Exit status 0 = ready; 1 = problems listed.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -115,9 +118,77 @@ def check_dialplan(settings: Settings) -> list[str]:
     return problems
 
 
+def fallback_targets(settings: Settings) -> list[str]:
+    """PR_FALLBACK_DIAL as the running Asterisk has it (the environment the entrypoint
+    reads, else the dialplan's default), one target each."""
+    dial = os.environ.get("PR_FALLBACK_DIAL") or dialplan_globals().get("PR_FALLBACK_DIAL", "")
+    return [t for t in dial.split("&") if t]
+
+
+async def _desk_contacts(settings: Settings, endpoints: list[str]) -> dict[str, int] | None:
+    """Registered contacts per desk endpoint, asked of Asterisk over AMI (PJSIPShowContacts);
+    None when Asterisk can't be asked."""
+    from peoples_response.up import read_runtime
+
+    runtime = read_runtime(settings)
+    host, port = settings.ami_host, settings.ami_port
+    secret = settings.ami_secret or runtime.get("ami_secret", "")
+    if runtime.get("ami"):
+        host, _, p = runtime["ami"].rpartition(":")
+        port = int(p)
+    if not secret:
+        return None
+    from localpbx.ami import AmiConnection
+
+    try:
+        conn = await AmiConnection.connect(host, port, settings.ami_user, secret, events="off",
+                                           timeout=3)
+    except Exception:
+        return None
+    try:
+        reply = await conn.action({"Action": "PJSIPShowContacts"}, timeout=5)
+    except Exception:
+        return None
+    finally:
+        await conn.close()
+    items = reply.get("_items", []) if reply.get("Response") == "Success" else []
+    if reply.get("Response") == "Error" and "No Contacts found" not in reply.get("Message", ""):
+        return None
+    counts = dict.fromkeys(endpoints, 0)
+    for item in items:  # type: ignore[union-attr]
+        if item.get("Endpoint") in counts:
+            counts[item["Endpoint"]] += 1
+    return counts
+
+
+def check_fallback(settings: Settings) -> list[str]:
+    """Is any fallback destination reachable now? A number through a trunk counts as
+    reachable; a desk phone only while it is registered. With none, a caller the line can't
+    place would wait with no one to reach: say so before it happens."""
+    targets = fallback_targets(settings)
+    numbers = [t for t in targets if "@" in t or not t.startswith("PJSIP/")]
+    if numbers or settings.fallback_numbers:
+        return []
+    desks = [t.split("/", 2)[1] for t in targets if t.startswith("PJSIP/")]
+    if not desks:
+        return ["fallback: PR_FALLBACK_DIAL names nothing to dial"]
+    counts = asyncio.run(_desk_contacts(settings, desks))
+    if counts is None:
+        print(f"peoples-response check: warning: could not ask Asterisk whether the fallback "
+              f"desk ({', '.join(desks)}) is registered; make sure it is", file=sys.stderr)
+        return []
+    if not any(counts.values()):
+        return [f"fallback: no fallback destination is reachable: the desk phone "
+                f"({', '.join(desks)}) is not registered and no number is configured "
+                "(PR_FALLBACK_DIAL with PJSIP/<number>@direct-trunk, or PR_FALLBACK_NUMBERS); "
+                "a caller the line can't place would reach no one"]
+    return []
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("prompts", check_prompts),
     ("dialplan", check_dialplan),
+    ("fallback", check_fallback),
 ]
 
 

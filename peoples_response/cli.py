@@ -181,13 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-render", action="store_true", help="don't render missing prompts")
     up.set_defaults(func=cmd_up)
 
-    sim = sub.add_parser("simulate", help="scripted calls through the stand-in PBX")
+    sim = sub.add_parser("simulate", help="scripted calls through the PBX `up` runs")
     sim_sub = sim.add_subparsers(dest="simulate_command", required=True, metavar="WHAT")
     call = sim_sub.add_parser("call", help="place one scripted call; prints one JSON object")
     call.add_argument("--source", choices=["direct", "911", "988"], default="direct")
     call.add_argument("--keys", default="",
                       help='one answer per question, space-separated; "-" = press nothing '
-                           '(e.g. "2 02121 1": Spanish, ZIP 02121, yes)')
+                           '(e.g. "2 02121 1": Spanish, ZIP 02121, yes); KEYS@SECONDS presses '
+                           "them that many seconds into the next prompt")
     call.add_argument("--caller-id", default="", help="caller ID number (default: none)")
     call.add_argument("--caller-name", default="", help="caller ID name")
     call.add_argument("--hangup-after", type=int, metavar="N",
@@ -197,8 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "(TRANSFER_LANGUAGE, TRANSFER_ZIP, TRANSFER_NOTE); repeatable")
     call.add_argument("--agi", metavar="HOST:PORT",
                       help="FastAGI server (default: the one settings name)")
-    call.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
-                      help="seconds the caller stays in the waiting room before hanging up")
+    call.add_argument("--stay", type=float, default=None, metavar="SECONDS",
+                      help="seconds the caller waits for a person before hanging up (default: "
+                           "until one takes the call; without `up`, 0)")
+    call.add_argument("--say", metavar="FILE.wav",
+                      help="what the caller says at the language menu (a spoken choice)")
+    call.add_argument("--message", metavar="FILE.wav",
+                      help="what the caller says when they leave a message (after a yes)")
     call.add_argument("--responders", default="",
                       help='responder phones: BEHAVIOUR for all, or "ID=BEHAVIOUR,..." (others '
                            "answer); BEHAVIOUR is answer:SECONDS, decline, never, voicemail, "

@@ -1,8 +1,10 @@
 """``peoples-response simulate call``: one scripted call, one JSON object on stdout.
 
-The call runs through our real dialplan (interpreted by the stand-in PBX) and the real
-FastAGI server it names; what the caller heard comes from the stand-in's trace, what was
-decided comes from the call's record in Redis.
+Against what `up` runs: the real Asterisk (a SIP caller from the world Asterisk pressing
+RFC 4733 DTMF, phones the PBX really rings) or the stand-in (its own scripted caller and
+phones); without `up`, an in-process stand-in and the caller alone (--agi). What the caller
+heard comes from the PBX (AMI), what was decided from the call's record in Redis, found by
+the id the IVR gave it (PR_CALL_ID on the caller's channel).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -23,6 +26,7 @@ from standin.pbx import StandinPBX
 
 CORE_SOUNDS = ["/usr/share/asterisk/sounds"]
 EXTENSIONS = {"direct": "6175550100", "911": "911000", "988": "988000"}
+DEFAULT_PHONES = "answer:2"
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -44,6 +48,26 @@ def _agi_address(args: argparse.Namespace, settings: Settings) -> str:
     return read_runtime(settings).get("agi") or f"{settings.agi_host}:{settings.agi_port}"
 
 
+def _audio(path: str | None, what: str, settings: Settings) -> Path | None:
+    """A WAV the caller plays into the call, as 8 kHz mono 16-bit (what Asterisk plays)."""
+    if not path:
+        return None
+    src = Path(path)
+    if not src.is_file():
+        raise SystemExit(f"simulate: {what} {path}: no such file")
+    import subprocess
+
+    out = settings.var_path / "run" / "simulate" / f"{src.stem}-8k.wav"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["sox", str(src), "-r", "8000", "-c", "1", "-b", "16",
+                           "-e", "signed-integer", str(out)], capture_output=True, text=True,
+                          timeout=30)
+    if done.returncode != 0:
+        raise SystemExit(f"simulate: {what} {path} is not audio sox can read: "
+                         f"{done.stderr.strip()[:200]}")
+    return out.resolve()
+
+
 def build_pbx(settings: Settings, agi: str) -> StandinPBX:
     return StandinPBX(ROOT / "dialplan" / "extensions.conf",
                       globals_overrides={"PR_AGI": f"agi://{agi}"},
@@ -51,11 +75,14 @@ def build_pbx(settings: Settings, agi: str) -> StandinPBX:
                       prompts_prefix=settings.asterisk_prompts_path)
 
 
-def script_from_args(args: argparse.Namespace) -> CallerScript:
+def script_from_args(args: argparse.Namespace, settings: Settings) -> CallerScript:
+    message = _audio(getattr(args, "message", None), "--message", settings)
     return CallerScript(keys=parse_keys(args.keys), hangup_after=args.hangup_after,
                         caller_id_num=args.caller_id or None,
                         caller_id_name=args.caller_name or None,
-                        variables=_parse_vars(args.var), stay_s=args.stay)
+                        variables=_parse_vars(args.var), stay_s=args.stay,
+                        say=_audio(getattr(args, "say", None), "--say", settings),
+                        speech=message, record_end="silence" if message else "dtmf")
 
 
 def _events_for(client: redis.Redis, call_id: str) -> list[dict[str, str]]:
@@ -68,7 +95,7 @@ def _events_for(client: redis.Redis, call_id: str) -> list[dict[str, str]]:
 
 
 def trace_dict(trace: Any) -> dict[str, Any]:
-    """The stand-in's CallTrace as the plain dict the stand-in's AMI sends as JSON."""
+    """A PBX's call trace (stand-in CallTrace or the real harness's RealTrace) as a dict."""
     return {"channel": trace.channel, "prompts": list(trace.prompts),
             "keys": [list(k) for k in trace.keys], "variables": dict(trace.variables),
             "agi_status": list(trace.agi_status), "room": trace.room,
@@ -102,7 +129,7 @@ def describe(trace: dict[str, Any], settings: Settings, client: redis.Redis, sou
     events = _events_for(client, call_id) if call_id else []
     created = float(record.get("created_at") or 0)
     state = record.get("state", "")
-    if record.get("accepted_by"):
+    if record.get("accepted_by") or record.get("time_to_human_s"):
         outcome = "bridged"
     elif record.get("callback_number") or state == "callback":
         outcome = "callback"
@@ -113,6 +140,7 @@ def describe(trace: dict[str, Any], settings: Settings, client: redis.Redis, sou
     else:
         outcome = "abandoned"
     tth = record.get("time_to_human_s")
+    rung = _rung(events, created)
     return {
         "call_id": call_id,
         "source": record.get("source", source),
@@ -124,8 +152,9 @@ def describe(trace: dict[str, Any], settings: Settings, client: redis.Redis, sou
         "consented_to_message": record.get("consented_to_message") == "1",
         "prompts": prompts,
         "keys": [answer for _, answer in trace.get("keys", [])],
-        "rung": _rung(events, created),
+        "rung": rung,
         "answered_by": record.get("accepted_by") or None,
+        "first_ring_s": min((r["offered_at"] for r in rung), default=None),
         "time_to_human_s": float(tth) if tth else None,
         "outcome": outcome,
         "state": state or None,
@@ -137,37 +166,56 @@ def describe(trace: dict[str, Any], settings: Settings, client: redis.Redis, sou
 
 
 async def simulate(settings: Settings, agi: str, source: str, script: CallerScript) -> Any:
-    """Issue #2's path: an in-process stand-in, the caller alone (no dispatcher)."""
+    """Without `up`: an in-process stand-in, the caller alone (no dispatcher)."""
     pbx = build_pbx(settings, agi)
+    script.stay_s = script.stay_s or 0.0
     return await pbx.place_call(f"from-{source}", EXTENSIONS[source], script)
 
 
-def _find_call(client: redis.Redis, channel: str) -> str | None:
-    for key in client.scan_iter(f"{call_key('')}*", count=500):
-        if client.hget(key, "channel") == channel.encode():
-            return key.decode().rsplit(":", 1)[-1]
-    return None
+class Talk:
+    """When to hang up: once a responder is with the caller and ``talk`` seconds passed,
+    or after ``stay`` seconds of waiting, or when the caller's script says so."""
+
+    def __init__(self, client: redis.Redis, talk: float, stay: float | None) -> None:
+        self.client, self.talk, self.stay = client, talk, stay
+        self.talk_until: float | None = None
+        self.waiting_since: float | None = None
+
+    def due(self, call_id: str, now: float) -> bool:
+        state = (self.client.hget(call_key(call_id), "state") or b"").decode()
+        connected = self.client.hget(call_key(call_id), "connected_at")
+        if connected and self.talk_until is None:
+            self.talk_until = now + self.talk
+        if self.talk_until is not None:
+            return now >= self.talk_until
+        if state in ("waiting", "dispatching") and self.stay is not None:
+            self.waiting_since = self.waiting_since or now
+            return now - self.waiting_since >= self.stay
+        return False
 
 
-async def simulate_through_pbx(settings: Settings, runtime: dict[str, str], args: argparse.Namespace,
-                               client: redis.Redis) -> tuple[dict[str, Any], str | None]:
-    """Issue #3's path: the stand-in PBX that `up` runs, with the dispatcher ringing responders.
-
-    The caller stays until a responder is with them (then talks ``--talk`` seconds and hangs
-    up), or until they hang up by script, or until the call ends some other way.
-    """
+async def simulate_standin(settings: Settings, runtime: dict[str, str], args: argparse.Namespace,
+                           client: redis.Redis) -> tuple[dict[str, Any], str | None]:
+    """The stand-in PBX that `up` runs, with the dispatcher ringing responders."""
     from peoples_response.ami_client import AmiClient
 
     host, _, port = runtime["ami"].rpartition(":")
     ami = await AmiClient.connect(host, int(port), settings.ami_user,
                                   settings.ami_secret or runtime.get("ami_secret", ""))
+    script = script_from_args(args, settings)
     try:
         if args.responders:
-            await ami.request(_phones(args.responders))
+            reply = await ami.request(_phones(args.responders))
+            if reply.get("Response") != "Success":
+                raise SystemExit(f"simulate: --responders: {reply.get('Message')}")
         headers = [("Action", "StandinPlaceCall"), ("Source", args.source), ("Keys", args.keys),
                    ("CallerID", args.caller_id or ""), ("Stay", "")]
         if args.hangup_after:
             headers.append(("HangupAfter", str(args.hangup_after)))
+        if script.say:
+            headers.append(("Say", str(script.say)))
+        if script.speech:
+            headers.append(("Message", str(script.speech)))
         headers += [("Var", v) for v in args.var]
         action_id = ami.send(headers)
         messages: list[dict[str, str]] = []
@@ -183,7 +231,7 @@ async def simulate_through_pbx(settings: Settings, runtime: dict[str, str], args
         loop = asyncio.get_running_loop()
         placed = call_id = None
         deadline = loop.time() + settings.max_wait_s + 60
-        talk_until: float | None = None
+        talk = Talk(client, args.talk, args.stay)
         while not ended.done() and loop.time() < deadline:
             await asyncio.sleep(0.1)
             if placed is None:
@@ -193,19 +241,79 @@ async def simulate_through_pbx(settings: Settings, runtime: dict[str, str], args
                     raise SystemExit(f"simulate: the stand-in refused the call: {reply.get('Message')}")
                 placed = reply.get("Channel") if reply else None
             if call_id is None and placed:
-                call_id = _find_call(client, placed)
-            if call_id is None:
-                continue
-            state = (client.hget(call_key(call_id), "state") or b"").decode()
-            if state == "bridged" and talk_until is None:
-                talk_until = loop.time() + args.talk
-            if talk_until is not None and loop.time() >= talk_until:
-                ami.send([("Action", "Hangup"), ("Channel", placed)])
-                talk_until = float("inf")
+                # The id the IVR gave this call, as it set it on the caller's channel.
+                call_id = next((m.get("Value") for m in messages if m.get("Event") == "VarSet"
+                                and m.get("Channel") == placed
+                                and m.get("Variable") == "PR_CALL_ID" and m.get("Value")), None)
+            if call_id and talk.due(call_id, loop.time()):
+                ami.send([("Action", "Hangup"), ("Channel", placed or "")])
+                talk.talk_until = talk.stay = float("inf")
         trace = json.loads((await asyncio.wait_for(ended, 30)).get("Trace", "{}"))
         return trace, call_id
     finally:
+        if args.responders:  # --responders is for this call only
+            await ami.request([("Action", "StandinPhones"), ("Default", DEFAULT_PHONES)])
         await ami.close()
+
+
+async def simulate_real(settings: Settings, runtime: dict[str, str], args: argparse.Namespace,
+                        client: redis.Redis) -> tuple[dict[str, Any], str | None]:
+    """The real Asterisk that `up` runs: a SIP caller from the world Asterisk."""
+    from localpbx.harness import RealLine
+    from localpbx.runtime import DEFAULT_PHONE, DESK_PHONE
+
+    script = script_from_args(args, settings)
+    script.stay_s = None
+    line = await RealLine.attach(runtime, settings.prompts_path, settings.asterisk_prompts_path)
+    try:
+        if args.responders:
+            default, entries = _responder_table(args.responders, settings)
+            await line.set_phones(default, {**entries, "fallback-desk": DESK_PHONE})
+        call = await line.call(script, args.source)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.max_wait_s + 60
+        talk = Talk(client, args.talk, args.stay)
+        while not call.finished.is_set() and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            call_id = call.trace.variables.get("PR_CALL_ID")
+            if call_id and talk.due(call_id, loop.time()):
+                await call.hangup("after talking" if talk.talk_until else "after --stay")
+                talk.talk_until = talk.stay = float("inf")
+        if not call.finished.is_set():
+            await call.hangup("simulate gave up waiting")
+        await call.wait_finished(15)
+        await asyncio.sleep(1.0)  # the h extension's report
+        return trace_dict(call.trace), call.trace.variables.get("PR_CALL_ID")
+    finally:
+        if args.responders:
+            await line.set_phones(DEFAULT_PHONE, {"fallback-desk": DESK_PHONE})
+        for conn in (line.observer, line.world_ami):
+            if conn is not None:
+                await conn.close()
+
+
+def _responder_table(spec: str, settings: Settings) -> tuple[str, dict[str, str]]:
+    """--responders for the world's phones: by number (it only knows what is dialled)."""
+    from standin.phones import Behaviour
+
+    def checked(text: str) -> str:
+        try:
+            return str(Behaviour.parse(text))
+        except ValueError as exc:
+            raise SystemExit(f"simulate: --responders: {exc}") from None
+
+    if "=" not in spec:
+        return checked(spec), {}
+    from crisisline.roster.commands import snapshot
+
+    phones = {r.id: r.phone for r in snapshot(settings).responders}
+    entries = {}
+    for pair in spec.split(","):
+        name, _, behaviour = pair.partition("=")
+        name = name.strip()
+        number = phones.get(name, name).removeprefix("PJSIP/")
+        entries[number] = checked(behaviour.strip())
+    return DEFAULT_PHONES, entries
 
 
 def _phones(spec: str) -> list[tuple[str, str]]:
@@ -232,18 +340,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 2
     runtime = read_runtime(settings)
-    if runtime.get("ami") and not args.agi:
+    if runtime and not args.agi and (runtime.get("ami") or runtime.get("pbx") == "real"):
+        from localpbx.ami import AmiError as PbxAmiError
         from peoples_response.ami_client import AmiError
 
+        how = simulate_real if runtime.get("pbx") == "real" else simulate_standin
         try:
-            trace, call_id = asyncio.run(simulate_through_pbx(settings, runtime, args, client))
-        except (AmiError, OSError, TimeoutError, redis.RedisError) as exc:
+            trace, call_id = asyncio.run(how(settings, runtime, args, client))
+        except (AmiError, PbxAmiError, OSError, TimeoutError, redis.RedisError) as exc:
             # `up` stopped (or its PBX went away) mid-call: a reason, not a traceback.
             print(f"simulate: lost the PBX at {runtime['ami']} ({exc or type(exc).__name__}); "
                   "is `peoples-response up` still running?", file=sys.stderr)
             return 1
     else:
-        trace = trace_dict(asyncio.run(simulate(settings, agi, args.source, script_from_args(args))))
+        script = script_from_args(args, settings)
+        trace = trace_dict(asyncio.run(simulate(settings, agi, args.source, script)))
         call_id = None
     print(json.dumps(describe(trace, settings, client, args.source, call_id)))
     return 0

@@ -1,9 +1,12 @@
 """``peoples-response up``: the whole system on this machine, in the foreground.
 
-Embedded defaults: a local redis-server when no Redis is configured, SQLite for SQL, the
-stand-in PBX when no Asterisk is configured. Each part runs as its own process (as it
-would in production); a part that dies is restarted, and Ctrl-C stops them all. What
-``up`` started is written to ``var/run/up.json`` so that ``simulate`` finds it.
+Embedded defaults: a local redis-server when no Redis is configured, SQLite for SQL, and a
+PBX: the real Asterisk when scripts/install-asterisk installed it (PR_ASTERISK=auto, the
+default; "real" insists on it), with our configuration rendered by asterisk/entrypoint.sh
+on loopback and a world Asterisk for simulated callers and phones; the stand-in otherwise
+("standin"); none with "external" (an Asterisk of your own). Each part runs as its own
+process (as it would in production); a part that dies is restarted, and Ctrl-C stops them
+all. What ``up`` started is written to ``var/run/up.json`` so that ``simulate`` finds it.
 """
 
 from __future__ import annotations
@@ -94,11 +97,25 @@ def _start_redis(settings: Settings, logs: Path) -> tuple[str, subprocess.Popen 
     return f"redis://127.0.0.1:{UP_REDIS_PORT}/0", proc
 
 
-def parts_for(settings: Settings, exe: list[str]) -> list[Part]:
-    """The processes of the system; the stand-in PBX only when no Asterisk is configured."""
+def pbx_mode(settings: Settings) -> str:
+    """"real", "standin" or "external" for this machine and these settings."""
+    if settings.asterisk != "auto":
+        return settings.asterisk
+    from localpbx.install import installed
+
+    return "real" if installed() is not None else "standin"
+
+
+def parts_for(settings: Settings, exe: list[str], mode: str | None = None,
+              local: object | None = None) -> list[Part]:
+    """The processes of the system, with the PBX ``mode`` asks for."""
+    mode = mode or pbx_mode(settings)
     parts = [Part("agi", [*exe, "agi"])]
-    if settings.asterisk == "standin":
+    if mode == "standin":
         parts.append(Part("standin", [*exe, "standin"]))
+    elif mode == "real" and local is not None:
+        parts += [Part("asterisk", local.argv("asterisk")),  # type: ignore[attr-defined]
+                  Part("world", local.argv("world"))]  # type: ignore[attr-defined]
     parts += [Part("dispatcher", [*exe, "dispatcher"]), Part("worker", [*exe, "worker"]),
               Part("web", [*exe, "web"])]
     # The text line: the public chat app, and the SMS provider's stand-in when none is set.
@@ -137,15 +154,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from peoples_response import prompts_cmd
 
         prompts_cmd.render_missing(settings)
+    mode = pbx_mode(settings)
     redis_url, redis_proc = _start_redis(settings, logs)
     env = {**os.environ, "PR_REDIS_URL": redis_url, "PR_VAR_DIR": str(settings.var_path)}
-    if settings.asterisk == "standin" and not settings.ami_secret:
-        # The stand-in and the dispatcher share a secret made for this run only.
+    if mode in ("standin", "real") and not settings.ami_secret:
+        # The PBX and the dispatcher share a secret made for this run only.
         env["PR_AMI_SECRET"] = secrets.token_hex(16)
     from smsstandin.serve import standin_env
 
     env.update(standin_env(settings))  # the provider stand-in's address, account and token
-    parts = parts_for(settings, exe)
+    local = None
+    if mode == "real":
+        from localpbx.runtime import NotInstalled, prepare
+
+        try:
+            local = prepare(var=settings.var_path, prompts=settings.prompts_path,
+                            prompts_name=settings.asterisk_prompts_path,
+                            agi_url=f"agi://{settings.agi_host}:{settings.agi_port}",
+                            ami_secret=env.get("PR_AMI_SECRET") or settings.ami_secret,
+                            ami_port=settings.ami_port, reassure_s=settings.reassure_s)
+        except NotInstalled as exc:
+            raise SystemExit(f"peoples-response up: {exc}") from None
+    parts = parts_for(settings, exe, mode, local)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -158,19 +188,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _spawn(part, env, logs)
     assert parts[0].proc is not None
     _wait_port(settings.agi_host, settings.agi_port, parts[0].proc, "agi")
+    if local is not None:
+        for which in ("asterisk", "world"):
+            if not local.wait_booted(which):
+                raise SystemExit(f"peoples-response up: the {which} Asterisk did not start; "
+                                 f"see {logs / (which + '.log')}")
+        from localpbx.runtime import set_default_phones
+
+        set_default_phones(local.world)
 
     runtime = runtime_file(settings)
     runtime.parent.mkdir(parents=True, exist_ok=True)
-    runtime.write_text(json.dumps({
-        "pid": os.getpid(), "redis_url": redis_url,
-        "agi": f"{settings.agi_host}:{settings.agi_port}",
-        "ami": f"{settings.ami_host}:{settings.ami_port}" if settings.asterisk == "standin" else "",
-        "ami_secret": env.get("PR_AMI_SECRET", "") if settings.asterisk == "standin" else "",
-        "web": f"http://{settings.web_host}:{settings.web_port}/",
-        "chat": settings.chat_url, "sms_standin": "" if settings.sms_api_url else env["PR_SMS_API_URL"],
-    }))
-    runtime.chmod(0o600)  # it holds the run's AMI secret
-    print(f"People's Response is up: FastAGI {settings.agi_host}:{settings.agi_port}, "
+    info = {"pid": os.getpid(), "redis_url": redis_url, "pbx": mode,
+            "agi": f"{settings.agi_host}:{settings.agi_port}",
+            "ami": f"{settings.ami_host}:{settings.ami_port}" if mode == "standin" else "",
+            "ami_secret": env.get("PR_AMI_SECRET", "") if mode == "standin" else "",
+            "web": f"http://{settings.web_host}:{settings.web_port}/",
+            "chat": settings.chat_url,
+            "sms_standin": "" if settings.sms_api_url else env["PR_SMS_API_URL"]}
+    if local is not None:
+        info.update(local.runtime())
+    runtime.write_text(json.dumps(info))
+    runtime.chmod(0o600)  # it holds the run's AMI secrets
+    pbx = {"real": "Asterisk 22 (real)", "standin": "the Asterisk stand-in",
+           "external": "an external Asterisk"}[mode]
+    print(f"People's Response is up: PBX {pbx}, FastAGI {settings.agi_host}:{settings.agi_port}, "
           f"panel http://{settings.web_host}:{settings.web_port}/, Redis {redis_url}, "
           f"logs in {logs}", flush=True)
     print(f"Text line: chat page {settings.chat_url}/", flush=True)

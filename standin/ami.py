@@ -14,8 +14,9 @@ STAND-IN EXTENSIONS (not Asterisk; only for tests and ``simulate``):
     911, 988...), ``Exten`` (default ``s``), ``Keys`` (space-separated answers, ``-`` =
     no key), ``HangupAfter`` (hang up after the Nth prompt), ``CallerID``
     (``"Name" <num>``), repeatable ``Var: NAME=VALUE`` (channel variables), ``Stay``
-    (seconds in a room, empty = until the call ends). Replies ``Response: Success``
-    with ``Channel`` and ``Uniqueid``; when the call has ended, ``Event:
+    (seconds in a room, empty = until the call ends), ``Say`` / ``Message`` (8 kHz WAV
+    files the caller says at the language menu / as their message). Replies ``Response:
+    Success`` with ``Channel`` and ``Uniqueid``; when the call has ended, ``Event:
     StandinCallEnded`` goes to the same session with the same ActionID, ``Channel``,
     ``Uniqueid`` and ``Trace`` (the CallTrace as one-line JSON). With panoramisk the
     reply resolves the action; the end event reaches ``register_event`` callbacks.

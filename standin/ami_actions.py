@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from standin import ami_perms
@@ -262,6 +263,21 @@ async def coreshowchannels(s: AmiSession, m: Message) -> None:
     s.list_complete(m, "CoreShowChannelsComplete", len(chans))
 
 
+async def pjsipshowcontacts(s: AmiSession, m: Message) -> None:
+    """res_pjsip/pjsip_options.c ami_show_contacts: the fallback desk's contact while it
+    is registered (StandinPBX.desk_registered); otherwise "No Contacts found"."""
+    if not s.server.pbx.desk_registered:
+        s.error(m, "No Contacts found\n")
+        return
+    s.list_ack(m, "A listing of Contacts follows, presented as ContactList events")
+    s.list_item(m, "ContactList", [
+        ("ObjectType", "contact"),
+        ("ObjectName", "fallback-desk;@standin"), ("ViaAddr", "127.0.0.5"), ("ViaPort", "5060"),
+        ("Endpoint", "fallback-desk"), ("Uri", "sip:fallback-desk@127.0.0.5:5060"),
+        ("Status", "Reachable")])
+    s.list_complete(m, "ContactListComplete", 1)
+
+
 # ---- ConfBridge (apps/app_confbridge.c) ------------------------------------------------------
 def _room_or_error(s: AmiSession, m: Message) -> str | None:
     conference = m.get("Conference")
@@ -360,11 +376,15 @@ async def standin_place_call(s: AmiSession, m: Message) -> None:
     hangup_after, stay = m.get("HangupAfter"), m.get("Stay")
     try:
         num, name = parse_callerid(m.get("CallerID"))
+        say, message = m.get("Say"), m.get("Message")
         script = CallerScript(keys=parse_keys(m.get("Keys")),
                               hangup_after=int(hangup_after) if hangup_after else None,
                               caller_id_num=num, caller_id_name=name,
                               variables=dict(_variables(m, "Var")),
-                              stay_s=float(stay) if stay else None)
+                              stay_s=float(stay) if stay else None,
+                              say=Path(say) if say else None,
+                              speech=Path(message) if message else None,
+                              record_end="silence" if message else "dtmf")
     except ValueError as exc:
         s.error(m, f"Bad StandinPlaceCall: {exc}")
         return
@@ -402,6 +422,7 @@ ACTIONS: dict[str, Handler] = {
     "ping": ping, "events": events, "originate": originate_action, "hangup": hangup,
     "redirect": redirect, "getvar": getvar, "setvar": setvar, "userevent": userevent,
     "coreshowchannels": coreshowchannels, "confbridgelist": confbridgelist,
+    "pjsipshowcontacts": pjsipshowcontacts,
     "confbridgelistrooms": confbridgelistrooms, "confbridgekick": confbridgekick,
     "confbridgemute": confbridgemute, "confbridgeunmute": confbridgeunmute,
     "standinplacecall": standin_place_call, "standinphones": standin_phones,

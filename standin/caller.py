@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NO_KEY = "-"  # an answer meaning "press nothing at this input point"
-RECORD_ENDINGS = ("dtmf", "silence", "hangup")
+RECORD_ENDINGS = ("dtmf", "silence", "hangup", "mute")
 
 
 @dataclass
@@ -17,11 +17,11 @@ class CallerScript:
     the whole token for GET DATA (``02121``, ``02121#``), its first character for
     WAIT FOR DIGIT; ``-`` presses nothing. A timed answer ``KEYS@SECONDS`` is pressed that
     many seconds into the next prompt instead, whatever it is: it stops a prompt played
-    with those escape digits and is lost during one without (as on any Asterisk); answers
-    are used in their order within each kind. ``hangup_after`` = hang up once the Nth
-    prompt (STREAM FILE, GET DATA's file, Playback) has been heard. ``stay_s`` is in
-    real seconds (a waiting room is about other processes acting meanwhile); None
-    stays until the PBX or the test hangs the channel up.
+    with those escape digits and is lost during one without (as on any Asterisk). Answers
+    are used in order: a timed one is armed at the first prompt after the one before it.
+    ``hangup_after`` = hang up once the Nth prompt (STREAM FILE, GET DATA's file,
+    Playback) has been heard. ``stay_s`` is in real seconds (a waiting room is about other
+    processes acting meanwhile); None stays until the PBX or the test hangs the channel up.
     """
 
     keys: list[str] = field(default_factory=list)
@@ -36,7 +36,8 @@ class CallerScript:
     extra_agi_env: dict[str, str] = field(default_factory=dict)
     # Sent as-is on the agi_calleridname line (hostile input: quotes, newlines, 10 KB).
     raw_calleridname: str | None = None
-    # How a RECORD FILE ends: the caller presses an escape digit, goes silent, or hangs up.
+    # How a RECORD FILE ends: the caller presses an escape digit, goes silent, or hangs up;
+    # "mute": no media at all (a Local channel), so only the time limit ends it.
     record_end: str = "dtmf"
     language: str = "en"
 
@@ -57,8 +58,9 @@ class Caller:
 
     def __init__(self, script: CallerScript) -> None:
         self.script = script
-        self._answers = [k for k in script.keys if "@" not in k]
-        self._timed = [k for k in script.keys if "@" in k]
+        # One list, in order: a timed answer is armed only once every answer before it was
+        # used ("2 02121 7@3": 7 pressed 3 s into the prompt after the ZIP question).
+        self._answers = list(script.keys)
         # A timed answer waiting to be pressed: (keys, the channel's clock when pressed).
         self.armed: tuple[str, float] | None = None
         self.prompts_heard = 0
@@ -67,8 +69,8 @@ class Caller:
     def arm(self, now: float) -> None:
         """An audio command starts at ``now`` (the channel's clock): the next timed answer,
         if any, is pressed that many seconds later."""
-        if self.armed is None and self._timed:
-            keys, _, at = self._timed.pop(0).partition("@")
+        if self.armed is None and self._answers and "@" in self._answers[0]:
+            keys, _, at = self._answers.pop(0).partition("@")
             try:
                 delay = float(at)
             except ValueError:
@@ -94,8 +96,11 @@ class Caller:
         return False
 
     def answer(self) -> str:
-        """The next answer; when they run out the caller presses nothing."""
-        return self._answers.pop(0) if self._answers else NO_KEY
+        """The next answer; when they run out (or the next one is timed and not due yet)
+        the caller presses nothing."""
+        if self._answers and "@" not in self._answers[0]:
+            return self._answers.pop(0)
+        return NO_KEY
 
     @staticmethod
     def get_data_digits(token: str, maxdigits: int) -> tuple[str, bool]:

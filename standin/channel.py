@@ -254,6 +254,8 @@ class Channel:
                         argv[2] if len(argv) > 2 else "1")
         if func == "PJSIP_DIAL_CONTACTS":
             return self.contacts(argv[0]) if argv else ""
+        if func == "CONFBRIDGE_INFO":
+            return self.room_info(argv[0].lower(), argv[1] if len(argv) > 1 else "")
         self.trace.log.append(f"unsupported function {func}")
         return None
 
@@ -291,6 +293,7 @@ class Channel:
     # registered contacts as PJSIP_DIAL_CONTACTS gives them ("" when none).
     lookup: Callable[[str], Channel | None] = staticmethod(lambda name: None)  # type: ignore[assignment]
     contacts: Callable[[str], str] = staticmethod(lambda endpoint: "")  # type: ignore[assignment]
+    room_info: Callable[[str, str], str] = staticmethod(lambda kind, room: "0")  # type: ignore[assignment]
 
     def set_dynamic_user(self, option: str, value: str) -> None:
         """CONFBRIDGE(user,option)=value: ``template`` starts from a named profile."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # only for types: channel.py imports this module
 log = logging.getLogger(__name__)
 
 AppFunc = Callable[["Channel", str], Awaitable[int]]
+TIMED_APPS = frozenset({"confbridge", "dial", "playback", "wait", "agi"})
 
 
 @dataclass
@@ -216,7 +217,9 @@ class Interpreter:
             if prio is None:
                 ch.trace.log.append(f"no priority {ch.location()}: end of dialplan")
                 return
-            steps += 1
+            # The guard is for loops that never wait; an application that passes time (a
+            # room, a prompt, a Dial) ends the count, as a waiting caller's loop is normal.
+            steps = 0 if prio.app.lower() in TIMED_APPS else steps + 1
             if steps > self.max_steps:
                 ch.trace.loop_guard = f"stopped after {self.max_steps} steps at {ch.location()}"
                 ch.request_hangup("loop-guard")

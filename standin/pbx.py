@@ -110,7 +110,7 @@ class StandinPBX:
         self._epoch = int(time.time())
         for name, app in {"agi": self._app_agi, "confbridge": self._app_confbridge,
                           "dial": self._app_dial, "playback": self._app_playback,
-                          "userevent": self._app_userevent,
+                          "userevent": self._app_userevent, "wait": self._app_wait,
                           "channelredirect": self._app_channelredirect}.items():
             self.interp.apps[name] = app
 
@@ -155,6 +155,7 @@ class StandinPBX:
         ch.globals, ch.emit = self.interp.globals, self.emit
         ch.lookup = self._find_channel  # type: ignore[method-assign]
         ch.contacts = self._contacts  # type: ignore[method-assign]
+        ch.room_info = self._room_info  # type: ignore[method-assign]
 
     def _find_channel(self, name: str) -> Channel | None:
         """A channel by its name or uniqueid (ast_channel_get_by_name); None for ""."""
@@ -163,6 +164,16 @@ class StandinPBX:
         if name in self.channels:
             return self.channels[name]
         return next((c for c in self.channels.values() if c.uniqueid == name), None)
+
+    def _room_info(self, kind: str, room_name: str) -> str:
+        """CONFBRIDGE_INFO(parties|marked|admins,conf): "0" for a room that doesn't exist."""
+        room = self._rooms.get(room_name)
+        if room is None:
+            return "0"
+        if kind == "parties":
+            return str(len(room.members))
+        key = {"marked": "marked", "admins": "admin"}.get(kind)
+        return str(sum(_yes(o.get(key)) for o in room.options.values())) if key else "0"
 
     def _contacts(self, endpoint: str) -> str:
         if endpoint == "fallback-desk" and self.desk_registered:
@@ -440,6 +451,15 @@ class StandinPBX:
                 return 0
         ch.set_variable("PLAYBACKSTATUS", status)
         return 0
+
+    async def _app_wait(self, ch: Channel, data: str) -> int:
+        """Wait(seconds): PBX time, scaled to real time; a hang-up or a move ends it."""
+        try:
+            seconds = float(data or 0)
+        except ValueError:
+            seconds = 0.0
+        await self.wait(ch, seconds)
+        return -1 if ch.hung_up else 0
 
     async def _app_channelredirect(self, ch: Channel, data: str) -> int:
         """app_channelredirect: ast_async_parseable_goto on another channel."""

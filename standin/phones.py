@@ -13,6 +13,8 @@ person presses keys at the whisper. Here a *behaviour* plays that person:
                                  mailbox; it must never be bridged (``violations`` says so)
   ``hangup-in-whisper[:SECONDS]`` answers, hangs up as the first whisper prompt ends
   ``busy`` / ``congestion``      Failure, Reason 5 / 8, without ringing
+  ``unregistered``               a desk phone with no registered contact: Failure, Reason 0
+                                 at once, no channel (tests/captures/ami_originate_unregistered)
 
 ``pbx.phones`` (see ``phones_for``) maps a dial string, a number / endpoint, or a responder
 id (the ``PR_RESPONDER`` variable of the Originate) to a behaviour, with a default.
@@ -51,7 +53,7 @@ CAUSE_TEXT = {0: "Unknown", 1: "Unallocated (unassigned) number", 16: "Normal Cl
               21: "Call Rejected", 31: "Normal, unspecified",
               34: "Circuit/channel congestion"}
 KINDS = {"answer": 2.0, "answer-late": 2.0, "decline": 2.0, "never": math.inf, "voicemail": 5.0,
-         "hangup-in-whisper": 2.0, "busy": 0.0, "congestion": 0.0}
+         "hangup-in-whisper": 2.0, "busy": 0.0, "congestion": 0.0, "unregistered": 0.0}
 
 
 def cause_text(cause: int) -> str:
@@ -74,12 +76,12 @@ class Behaviour:
             seconds = float(secs) if secs else KINDS[kind]
         except ValueError:
             raise ValueError(f"bad seconds in phone behaviour {text!r}") from None
-        if seconds < 0 or (kind in ("never", "busy", "congestion") and secs):
+        if seconds < 0 or (kind in ("never", "busy", "congestion", "unregistered") and secs):
             raise ValueError(f"bad phone behaviour {text!r}")
         return cls(kind, seconds)
 
     def __str__(self) -> str:
-        return self.kind if self.kind in ("never", "busy", "congestion") \
+        return self.kind if self.kind in ("never", "busy", "congestion", "unregistered") \
             else f"{self.kind}:{self.seconds:g}"
 
     def script(self) -> CallerScript:
@@ -313,6 +315,9 @@ async def originate(pbx: StandinPBX, req: OriginateRequest, *, report: bool) -> 
         return done(OriginateResult(False, REASON_OTHER, req.dial, req.channel_id))
     if req.dial.lower().startswith("local/") and req.application:
         return await _originate_local(pbx, req, done)
+    if behaviour.kind == "unregistered":
+        await asyncio.sleep(0)
+        return done(OriginateResult(False, REASON_OTHER, req.dial, "<unknown>"))
 
     ch = _new_channel(pbx, req, behaviour.script())
     leg = PhoneLeg(req.dial, variables.get("PR_RESPONDER"), behaviour, ch.name, ch.uniqueid,

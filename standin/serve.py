@@ -37,7 +37,7 @@ def build_pbx(settings: Settings, time_scale: float | None = None) -> StandinPBX
     return StandinPBX(
         DIALPLAN,
         globals_overrides={"PR_AGI": f"agi://{settings.agi_host}:{settings.agi_port}",
-                           "PR_PROMPTS": prefix},
+                           "PR_PROMPTS": prefix, "PR_REASSURE_S": str(settings.reassure_s)},
         sounds_dirs=[CORE_SOUNDS],
         prompts_dir=settings.prompts_path,
         prompts_prefix=prefix,

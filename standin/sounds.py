@@ -122,6 +122,10 @@ def simulate_recording(speech: Path | None, max_ms: int, silence_ms: int, escape
     if limit is not None and len(said) >= limit:  # max time reached while talking
         return Take(said[:limit], 0, "timeout", max_ms)
     said_ms = len(said) * 1000 // RATE
+    if ending == "mute":
+        # No frames reach the recorder: no silence detection, nothing written; the time
+        # limit ends it (tests/captures/fastagi_redirect_recordfile: endpos=0).
+        return Take(array.array("h"), 0, "timeout", max_ms)
     if ending == "hangup":
         return Take(said, -1, "hangup", said_ms)
     if ending == "dtmf" and escape:

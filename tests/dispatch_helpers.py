@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 
-from redis.asyncio import Redis as AsyncRedis
-
 from crisisline import db
 from crisisline.config import Settings
 from crisisline.roster.model import Responder, RosterSnapshot, Shift, Team
 from crisisline.roster.store import RosterStore
+from crisisline.stores import async_redis
 from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore
 from standin.ami import AmiServer
@@ -29,6 +28,7 @@ from standin.serve import build_pbx
 from tests.intake_helpers import EXTEN, Redis, running_agi
 from workers.dispatcher.ami import AmiGateway
 from workers.dispatcher.dispatcher import Dispatcher
+from workers.dispatcher.reconcile import Reconciler
 from workers.dispatcher.recorder import Recorder
 
 SECRET = "test-secret-0123456789"
@@ -55,6 +55,8 @@ class System:
     roster: RosterSnapshot
     _tasks: dict[Dispatcher, tuple[asyncio.Event, list[asyncio.Task]]]
     processes: list = dataclasses.field(default_factory=list)
+    agi: object = None  # the in-process FastAGI server (agi.server.AgiServer)
+    reconcile_s: float = 30.0  # how often dispatchers reconcile Redis with the PBX
 
     @property
     def pbx(self):
@@ -69,14 +71,16 @@ class System:
         return channel.trace.variables.get("PR_CALL_ID")
 
     async def start_dispatcher(self, name: str, lease_s: float = 1.0) -> Dispatcher:
-        redis = AsyncRedis.from_url(self.settings.effective_redis_url)
+        redis = async_redis(self.settings.effective_redis_url)
         gateway = AmiGateway(self.settings)
         await gateway.connect()
         d = Dispatcher(self.settings, CallStore(redis), OfferStore(redis), gateway,
                        lambda: self.roster, name=name, lease_s=lease_s)
-        recorder = Recorder(redis, db.engine_for(self.settings), f"rec-{name}")
+        recorder = Recorder(redis, db.engine_for(self.settings), f"rec-{name}",
+                            wrapup_s=self.settings.wrapup_s)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(d.run(stop)), asyncio.create_task(recorder.run(stop))]
+        tasks = [asyncio.create_task(d.run(stop)), asyncio.create_task(recorder.run(stop)),
+                 asyncio.create_task(Reconciler(d, every_s=self.reconcile_s).run(stop))]
         self.dispatchers.append(d)
         self._tasks[d] = (stop, tasks)
         return d
@@ -159,7 +163,8 @@ async def running_system(settings: Settings, roster: RosterSnapshot, *, wave_tim
         settings = dataclasses.replace(settings, ami_port=server.port)
         phones = phones_for(pbx)
         phones.set_default(default_phone)
-        system = System(settings, server, phones, [], Redis(settings.effective_redis_url), roster, {})
+        system = System(settings, server, phones, [], Redis(settings.effective_redis_url), roster, {},
+                        agi=agi)
         try:
             for n in range(dispatchers):
                 await system.start_dispatcher(f"d{n + 1}")

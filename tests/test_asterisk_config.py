@@ -392,7 +392,9 @@ def _span(text: str) -> tuple[int, int]:
 
 def test_compose_services_and_builds() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "agi", "asterisk", "prompts"}
+    # Every process the line needs (issue 9: the dispatcher, the worker and the panel too).
+    assert set(services) == {"redis", "postgres", "agi", "dispatcher", "worker", "web",
+                             "asterisk", "prompts"}
     for name, service in services.items():
         assert "image" in service or "build" in service, f"{name}: no image and no build"
         build = service.get("build")
@@ -476,6 +478,27 @@ def test_compose_provides_what_the_entrypoints_need() -> None:
     assert set(prompts_volume) <= set(compose().get("volumes", {}))
 
 
+def test_compose_shares_what_the_processes_share() -> None:
+    """Callers' messages: Asterisk writes them where the IVR says (its own recordings
+    folder), the IVR and the worker read them, the dispatcher and the worker delete them:
+    one volume, mounted at the same path everywhere. SQL: one database for all."""
+    services = compose()["services"]
+    recordings = "/var/lib/peoples-response/recordings"
+    for name in ("asterisk", "agi", "dispatcher", "worker"):
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
+        assert mounts.get(recordings) == "recordings", name
+    db = {services[n]["environment"]["PR_DATABASE_URL"] for n in
+          ("dispatcher", "worker", "web", "prompts")}
+    assert len(db) == 1 and "@postgres:5432/" in db.pop()
+    for name in ("agi", "dispatcher", "worker", "web"):
+        assert services[name]["environment"]["PR_REDIS_URL"].startswith("redis://redis:6379/")
+    assert services["dispatcher"]["environment"]["PR_AMI_HOST"] == "asterisk"
+    assert services["web"]["ports"] == ["127.0.0.1:8080:8080"]  # behind a TLS proxy
+    # The app and Asterisk images run as the same uid, so both can delete a message.
+    assert "--uid 10001" in (ROOT / "Dockerfile").read_text()
+    assert "--uid 10001" in (ROOT / "asterisk" / "Dockerfile").read_text()
+
+
 def test_compose_commands_are_cli_commands() -> None:
     from peoples_response import cli
 
@@ -504,11 +527,13 @@ def test_entrypoint_parses(shell: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_entrypoint_shellcheck() -> None:
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck not installed (Debian package shellcheck)")
+def test_entrypoint_and_install_script_pass_shellcheck() -> None:
+    assert shutil.which("shellcheck"), "shellcheck is missing (scripts/setup installs it)"
     result = subprocess.run(["shellcheck", "-s", "sh", str(ENTRYPOINT)], capture_output=True,
                             text=True, check=False)
+    assert result.returncode == 0, result.stdout
+    result = subprocess.run(["shellcheck", str(ROOT / "scripts" / "install-asterisk")],
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
 

@@ -23,28 +23,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def system(tmp_path):
+# The example roster's on-call people depend on the hour: pin it (a Wednesday afternoon
+# in Boston), so the test means the same at any hour it runs.
+AFTERNOON = "2026-12-02 14:00"
+
+
+def up_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "PR_VAR_DIR": str(tmp_path / "var"), "PR_AGI_PORT": str(free_port()),
            "PR_AMI_PORT": str(free_port()), "PR_WEB_PORT": str(free_port()),
            "PR_UP_REDIS_PORT": str(free_port()), "PR_STANDIN_TIME_SCALE": "0.05",
-           "PR_WAVE_TIMEOUT_S": "3", "PR_MAX_WAIT_S": "40", "PR_LOG_LEVEL": "WARNING"}
+           "PR_WAVE_TIMEOUT_S": "3", "PR_MAX_WAIT_S": "40", "PR_LOG_LEVEL": "WARNING",
+           "PR_ASTERISK": "standin", "PR_CLOCK": AFTERNOON, "PR_LANGUAGES": "en,es",
+           **extra}
     env.pop("PR_REDIS_URL", None)  # none configured: `up` starts its own
     env.pop("PR_AMI_SECRET", None)
-    log = open(tmp_path / "up.log", "w+")
+    return env
+
+
+def start_up(env: dict[str, str], log_path: Path, timeout: float = 120):
+    log = open(log_path, "a+")
     proc = subprocess.Popen([*CLI, "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             cwd=ROOT, start_new_session=True)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         log.seek(0)
         text = log.read()
-        if "is up" in text:
-            break
+        if text.count("is up") > start_up.count.get(str(log_path), 0):
+            start_up.count[str(log_path)] = text.count("is up")
+            return proc, log
         if proc.poll() is not None:
             pytest.fail(f"up exited ({proc.returncode}):\n{text}")
         time.sleep(0.2)
-    else:
-        pytest.fail(f"up did not come up in 90 s:\n{text}")
+    pytest.fail(f"up did not come up in {timeout:g} s:\n{text}")
+
+
+start_up.count = {}  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def system(tmp_path):
+    env = up_env(tmp_path)
+    proc, log = start_up(env, tmp_path / "up.log")
     yield env, proc, log
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -65,8 +84,10 @@ def test_up_then_simulate_reaches_a_responder_and_ctrl_c_stops_everything(system
     assert bridged["outcome"] == "bridged" and bridged["answered_by"]
     assert (bridged["language"], bridged["neighborhood"], bridged["queued"]) == (
         "es", "Dorchester", True)
-    assert bridged["time_to_human_s"] > 0
-    assert bridged["rung"] and bridged["rung"][0]["wave"] == 1
+    assert bridged["time_to_human_s"] > 0 and 0 < bridged["first_ring_s"] < bridged["time_to_human_s"]
+    # At 14:00 on a Wednesday nobody in the Dorchester team speaks Spanish: the first wave is
+    # Spanish speakers of other teams (waves 1-4 are speakers only), never a non-speaker.
+    assert bridged["rung"] and bridged["rung"][0]["wave"] in (2, 3, 4)
     assert all(p.startswith(("en/", "es/")) for p in bridged["prompts"])
 
     gone = simulate(env, "--keys", "1 02121 2", "--hangup-after", "2")
@@ -95,3 +116,71 @@ def test_up_then_simulate_reaches_a_responder_and_ctrl_c_stops_everything(system
     for port in ("PR_AGI_PORT", "PR_AMI_PORT", "PR_UP_REDIS_PORT", "PR_WEB_PORT"):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", int(env[port]))) != 0, f"{port} still open"
+
+
+def test_after_kill_9_of_everything_the_next_caller_reaches_the_same_responders(tmp_path):
+    """`up` killed with SIGKILL mid-call, then started again on the same data (its Redis
+    reloads from var/): the responder who was on the killed call is free again and rung for
+    the next caller, whose call is not lost to a responder stuck 'on a call' forever."""
+    env = up_env(tmp_path, PR_WRAPUP_S="0")
+    proc, _log = start_up(env, tmp_path / "up.log")
+    talking = subprocess.Popen([*CLI, "simulate", "call", "--keys", "2 02121 2", "--responders",
+                                "answer:1", "--talk", "300"], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    import redis as redis_lib
+
+    client = redis_lib.Redis(port=int(env["PR_UP_REDIS_PORT"]), decode_responses=True)
+    deadline = time.monotonic() + 60
+    taken_by = None
+    while time.monotonic() < deadline and not taken_by:
+        for key in client.scan_iter("pr:responder:*"):
+            if client.hget(key, "on_call_with"):
+                taken_by = key.rsplit(":", 1)[-1]
+        time.sleep(0.2)
+    assert taken_by, "nobody took the first call"
+    os.killpg(proc.pid, signal.SIGKILL)  # up, its Redis, the stand-in, every part at once
+    os.killpg(talking.pid, signal.SIGKILL)
+    proc.wait(10)
+    time.sleep(1)
+    proc, _log = start_up(env, tmp_path / "up.log")
+    try:
+        # The other Spanish speakers on call at 14:00 don't answer: only the responder who was
+        # on the killed call can take this one, and must be free to.
+        others = {"carmen-figueroa", "esperanza-cruz", "ana-lucia-ramirez",
+                  "yolanda-baptiste"} - {taken_by}
+        after = simulate(env, "--keys", "2 02121 2", "--responders",
+                         ",".join(f"{rid}=never" for rid in others))
+        assert (after["outcome"], after["answered_by"]) == ("bridged", taken_by), after["rung"]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_up_runs_the_real_asterisk_and_simulate_places_a_sip_call_through_it(tmp_path):
+    """The default on a machine where scripts/install-asterisk ran: `up` runs the real
+    Asterisk with our configuration, and `simulate call` works the same against it (a SIP
+    caller from the world Asterisk pressing RFC 4733 DTMF). Ctrl-C stops it all."""
+    from localpbx.install import installed
+
+    if installed() is None:
+        pytest.fail("Asterisk is not installed: scripts/install-asterisk (scripts/test runs it)")
+    env = up_env(tmp_path, PR_ASTERISK="auto", PR_WAVE_TIMEOUT_S="8")
+    proc, log = start_up(env, tmp_path / "up.log", timeout=180)
+    try:
+        log.seek(0)
+        assert "PBX Asterisk 22 (real)" in log.read()
+        call = simulate(env, "--keys", "2 02121 2", "--responders", "answer:2", "--talk", "2")
+        assert (call["outcome"], call["language"], call["neighborhood"]) == (
+            "bridged", "es", "Dorchester")
+        assert call["answered_by"] and call["time_to_human_s"] > call["first_ring_s"] > 0
+        assert call["prompts"][-1] == "es/connecting"
+        runtime = json.loads((tmp_path / "var" / "run" / "up.json").read_text())
+        pids = [int(p.read_text().split()[0]) for p in (tmp_path / "var" / "asterisk").glob(
+            "*/run/asterisk.pid") if p.read_text().strip()]
+        assert runtime["pbx"] == "real" and len(pids) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=60) == 0
+    for pid in pids:  # both Asterisk processes are gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -155,3 +155,32 @@ def test_nobody_who_speaks_the_language_waits_behind_someone_who_doesnt():
 
 def test_wave_timeout_is_configurable():
     assert {w.timeout_s for w in plan(CALL_ES_DOT, roster(), {}, NOW, wave_timeout_s=7)} == {7}
+
+
+@pytest.mark.parametrize(("at", "speakers_first"), [
+    # 01:00: nobody in the Dorchester team speaks Spanish; Roxbury's Tanya Brooks does and
+    # is rung first, before the Dorchester responder who doesn't (issue 10's run at 01:07).
+    ("2026-12-02 01:00", {"tanya-brooks"}),
+    # 14:00: Spanish speakers of other teams, citywide, before Dorchester's Marie-Claire.
+    ("2026-12-02 14:00", {"carmen-figueroa", "esperanza-cruz", "ana-lucia-ramirez"}),
+])
+def test_the_example_rosters_spanish_caller_in_dorchester_at_night_and_by_day(at, speakers_first,
+                                                                            tmp_path):
+    """The same caller at two pinned hours: whoever is on call, every Spanish speaker rings
+    before anyone who doesn't speak it."""
+    from pathlib import Path
+
+    from crisisline.clock import parse_pinned
+    from crisisline.roster.commands import read_csv
+
+    s = config.load(env={}, var_dir=str(tmp_path))
+    snapshot, errors = read_csv(s, Path(__file__).resolve().parent.parent / "examples" / "roster.csv")
+    assert not errors and snapshot is not None
+    when = parse_pinned(at, s.timezone)
+    waves = plan(CallToRoute("c1", "es", "Dorchester"), snapshot, {}, when, max_per_wave=4)
+    first = {x.id for x in waves[0].responders}
+    assert first <= speakers_first and first, (at, names(waves))
+    order = [x for w in waves for x in w.responders]
+    speaks = ["es" in x.languages for x in order]
+    assert speaks == sorted(speaks, reverse=True)
+    assert any(not s_ for s_ in speaks)  # the others are rung too, after every speaker

@@ -38,7 +38,8 @@ async def hangup(session: AgiSession, app: AgiApp) -> None:
         return
     store = app.store
     if where == "fallback":
-        answered = query.get("dial", "") == "ANSWER"
+        answered = query.get("dial", "") == "ANSWER" or \
+            await store.field(call_id, "fallback_answered") == "1"
         await store.update(call_id, fallback_answered="1" if answered else "0")
         if call.state in (State.IVR, State.WAITING, State.DISPATCHING):
             await store.to_fallback(call_id, "fallback_group")

@@ -60,6 +60,11 @@ def _step_name(step: ivr.Step) -> str:
     return ""
 
 
+class Unattended(Exception):
+    """Queued, and no dispatcher has taken the call in PR_UNATTENDED_S: stop asking, so the
+    waiting room hands the caller to the fallback group at once (a person, not questions)."""
+
+
 class Intake:
     """One caller's way through the IVR: runs the flow's steps on the session."""
 
@@ -69,9 +74,20 @@ class Intake:
         self.call = call
         self.where = "answer"
         self.queued = False
+        self.queued_at = 0.0
+        self.claimed = False  # a dispatcher has taken the call (it keeps Asterisk told)
         self.message: str | None = None
 
+    async def _check_attended(self) -> None:
+        if not self.queued or self.claimed:
+            return
+        if await self.app.store.field(self.call.id, "owner"):
+            self.claimed = True
+        elif time.time() - self.queued_at > self.app.settings.unattended_s:
+            raise Unattended(self.call.id)
+
     async def step(self, step: ivr.Step) -> ivr.Reply | None:
+        await self._check_attended()
         name = _step_name(step)
         if name and name != self.where:
             self.where = name
@@ -152,7 +168,7 @@ class Intake:
         call.language, call.zip_code, call.neighborhood = step.language, step.zip_code, \
             step.neighborhood
         await self.app.store.enqueue(call)
-        self.queued = True
+        self.queued, self.queued_at = True, time.time()
         await self.app.store.update(call.id, step=self.where)
         if call.note:
             self._speak_note()
@@ -235,6 +251,8 @@ async def intake(session: AgiSession, app: AgiApp) -> None:
         priority=s.priority_for(source.value),
         caller_number=normalize_number(h.get("agi_callerid"), s.region, h.get("agi_callingpres")),
         channel=h.get("agi_channel")[:200],
+        # Channel names start again at 00000000 when Asterisk restarts; uniqueids don't.
+        extra={"uniqueid": h.get("agi_uniqueid")[:150]},
     )
     session.call_id = call.id
     await app.store.create(call)
@@ -264,6 +282,12 @@ async def intake(session: AgiSession, app: AgiApp) -> None:
             step = flow.send(reply)
     except StopIteration as done:
         result: ivr.IntakeResult = done.value
+    except Unattended:
+        log.warning("call %s: no dispatcher took it in %d s; no more questions, the waiting "
+                    "room hands the caller to the fallback group", call.id, s.unattended_s)
+        await app.store.update(call.id, ivr_done="1", step="waiting_room")
+        await app.store.event(call.id, "intake_done", language=call.language, unattended=1)
+        return
     except CallerHungUp:
         moved = await session.moved()
         if moved:

@@ -99,6 +99,8 @@ async def whisper(session: AgiSession, app: AgiApp) -> None:
         log.warning("whisper for unknown call %s", call_id)
         return
     offers = app.offers
+    # The dialplan knows from this that the whisper ran (with no FastAGI server it doesn't).
+    await session.set_variable("PR_WHISPERED", "1")
     try:
         await session.answer()
         if not await offers.listening(call_id, responder):

@@ -344,7 +344,7 @@ async def record_unregistered(ami_port: int, secret: str) -> None:
     conn = await AmiConnection.connect("127.0.0.1", ami_port, "capture", secret)
     ami = AmiLog(conn)
     await ami.action({"Action": "Originate", "Channel": "PJSIP/nobody", "Context": "drive",
-                      "Exten": "1", "Priority": "1", "Async": "true", "Timeout": "5000",
+                      "Exten": "10", "Priority": "1", "Async": "true", "Timeout": "5000",
                       "ChannelId": "unreg-1"})
     await asyncio.sleep(1.5)
     await ami.action({"Action": "Originate", "Channel": "Local/s@unregistered/n",

@@ -132,7 +132,10 @@ class AmiGateway:
             except Exception as exc:
                 result = {"Response": "Failure", "Reason": "0", "Error": str(exc)}
             for callback in self.originate_results:
-                await callback(channel_id, result)
+                try:
+                    await callback(channel_id, result)
+                except Exception as exc:  # Redis away a moment: the reconciler catches up
+                    log.warning("after Originate %s: %s", channel_id, exc)
 
         task = asyncio.create_task(send(), name=f"originate {channel_id}")
         self._pending.add(task)

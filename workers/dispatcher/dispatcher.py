@@ -176,7 +176,8 @@ class Dispatcher:
         now = self._now()
         on_call = self._on_call(roster, now)
         passed = {m.decode() for m in await self.redis.smembers(offered_key(call_id, cycle))}
-        waited = time.time() - float(data.get("created_at") or time.time())
+        # Speakers get language_wait_s of ringing to themselves, counted from the queue.
+        waited = time.time() - float(data.get("queued_at") or data.get("created_at") or time.time())
         waves = plan(CallToRoute(call_id, data.get("language", "en"),
                                  data.get("neighborhood") or None, waited),
                      roster, await self._states(on_call), now, passed=passed, on_call=on_call,
@@ -205,8 +206,10 @@ class Dispatcher:
             return
         cycle = int(data.get("cycle") or 0)
         last_wave = int(data.get("wave") or 0)
-        # A text conversation's search goes on past max_wait_s: it then counts from there.
-        started = float(data.get("search_from") or data.get("created_at") or time.time())
+        # The longest wait counts from the queue: the search itself is what it bounds. A text
+        # conversation's search goes on past max_wait_s: it then counts from there.
+        started = float(data.get("search_from") or data.get("queued_at")
+                        or data.get("created_at") or time.time())
         if self._may_have_missed_events(data) and not await self._caller_still_waiting(call_id, data):
             return
         attend_at = await self.attend(data)

@@ -33,24 +33,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RECONCILE_S = 30.0
-YOUNG_S = 10.0  # a call younger than this may not have its channel known everywhere yet
+YOUNG_S = 10.0  # an offer younger than this may not have its leg up yet (Originate in flight)
 CALLER_CONTEXTS = ("from-", "pr-intake", "pr-waiting", "pr-connect", "pr-callback",
                    "pr-fallback", "pr-responder-left")
 
 
 class Reconciler:
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, every_s: float = RECONCILE_S) -> None:
         self.d = dispatcher
+        self.every_s = every_s
 
     async def run(self, stop: asyncio.Event) -> None:
+        """As soon as an AMI session is up (after every reconnect too), then every every_s."""
+        session: float | None = None
+        next_at = 0.0
         while not stop.is_set():
-            if self.d.ami.listening_since is not None:
+            since = self.d.ami.listening_since
+            if since is not None and (since != session or time.monotonic() >= next_at):
+                session = since
+                next_at = time.monotonic() + self.every_s
                 try:
                     await self.once()
                 except Exception:
                     log.exception("reconciling Redis with the PBX failed; next try later")
             try:
-                await asyncio.wait_for(stop.wait(), RECONCILE_S)
+                await asyncio.wait_for(stop.wait(), 0.5)
             except TimeoutError:
                 pass
 
@@ -59,7 +66,9 @@ class Reconciler:
         channels = await self.d.ami.listing({"Action": "CoreShowChannels"}, "CoreShowChannel")
         if channels is None:
             return {}  # Asterisk could not be asked: change nothing on a guess
-        live = {c.get("Channel", "") for c in channels}
+        # Channel names start again from 00000000 when Asterisk restarts: a new call can
+        # carry an old call's channel name. Uniqueids don't repeat: compare those.
+        live = {c.get("Uniqueid", "") for c in channels}
         counts = {"ended": 0, "freed": 0, "restored": 0}
         counts["ended"] = await self._end_gone_calls(live)
         counts["freed"] = await self._free_responders(live)
@@ -69,17 +78,15 @@ class Reconciler:
         return counts
 
     async def _end_gone_calls(self, live: set[str]) -> int:
+        """``live``: the uniqueids of every channel Asterisk has now."""
         calls, n = self.d.calls, 0
-        now = time.time()
         for call_id in await calls.live():
             data = await self.d._hash(call_id)
             if not data:
                 await calls.redis.srem(LIVE, call_id)
                 continue
-            if now - float(data.get("created_at") or now) < YOUNG_S:
-                continue
-            channel = data.get("channel", "")
-            if not channel or channel in live:
+            uniqueid = data.get("x_uniqueid", "")
+            if not uniqueid or uniqueid in live:
                 continue
             state = data.get("state", "")
             if state == "bridged" or data.get("time_to_human_s"):
@@ -102,9 +109,8 @@ class Reconciler:
                 call_id = (call_id or b"").decode()
                 if not call_id:
                     continue
-                leg = await redis.hget(legs_key(call_id), rid)
-                if leg is not None and leg.decode() in live:
-                    continue
+                if any(u.startswith(f"pr-{call_id}-") and u.endswith(f"-{rid}") for u in live):
+                    continue  # their leg for that call is still up
                 data = await self.d._hash(call_id)
                 if data.get("source") == Source.TEXT:
                     continue  # a text offer has no leg: its link's lifetime ends it (textline)
@@ -112,7 +118,9 @@ class Reconciler:
                         time.time() - float(data.get("wave_started_at") or 0) < YOUNG_S:
                     continue  # ringing right now: its leg may not be up yet
                 if accepted:
-                    await self.d.offers.end_call(rid, call_id, self.d.settings.wrapup_s)
+                    # The call ended when the PBX (or our process) went away, some time ago:
+                    # no further rest is owed to anyone.
+                    await self.d.offers.end_call(rid, call_id, 0.0)
                 else:
                     await self.d.offers.passed(call_id, rid, "leg_gone")
                     await redis.hset(key, "ringing_for", "")
@@ -167,6 +175,7 @@ class Reconciler:
         in_room = info.get("Application", "") == "ConfBridge"
         queued = values.get("PR_QUEUED") == "1" and values.get("PR_IN_FALLBACK") != "1"
         redis = self.d.redis
+        call.extra["uniqueid"] = info.get("Uniqueid", "")
         mapping = {**call.to_hash(), "restored": "1", "ivr_done": "1" if in_room else "0",
                    "step": "waiting_room" if in_room else ""}
         async with redis.pipeline(transaction=True) as pipe:

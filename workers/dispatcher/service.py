@@ -124,6 +124,28 @@ class Commands:
                             mode=c.get("mode", ""))
 
 
+AUDIO_SWEEP_S = 600.0
+
+
+async def sweep_audio(settings: Settings, stop: asyncio.Event) -> None:
+    """Callers' message audio never outlives the retention rules because a worker is down:
+    the dispatcher (which always runs) deletes recordings older than the retention job's
+    limit too, whether or not they were transcribed."""
+    from workers.retention import purge_recordings
+
+    while not stop.is_set():
+        try:
+            deleted = await asyncio.to_thread(purge_recordings, settings.recordings_path, time.time())
+            if deleted:
+                log.info("deleted %d message recording(s) past their time", deleted)
+        except Exception as exc:
+            log.warning("sweeping old recordings failed: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), AUDIO_SWEEP_S)
+        except TimeoutError:
+            pass
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     db.upgrade(settings)
     redis = async_redis(settings.effective_redis_url)
@@ -145,12 +167,23 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
                 await asyncio.sleep(1)
         print(f"peoples-response dispatcher: AMI {settings.ami_host}:{settings.ami_port}",
               flush=True)
+        # Before taking any call: agree with the PBX about who is still on a call (after a
+        # crash or a PBX restart Redis may say someone is busy who isn't).
+        reconciler = Reconciler(dispatcher)
+        for _ in range(50):
+            if ami.listening_since is not None:
+                break
+            await asyncio.sleep(0.1)
+        try:
+            await reconciler.once()
+        except Exception:
+            log.exception("reconciling Redis with the PBX at start failed")
         if ready is not None:
             ready.set()
         try:
             await asyncio.gather(dispatcher.run(stop), recorder.run(stop),
                                  roster.keep_fresh(stop), Commands(dispatcher).run(stop),
-                                 Reconciler(dispatcher).run(stop))
+                                 reconciler.run(stop), sweep_audio(settings, stop))
         finally:
             ami.close()
             await redis.aclose()

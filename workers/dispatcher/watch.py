@@ -10,7 +10,8 @@
   caller and the responder who took it are both in ``call-<id>``.
 - A caller's channel that hangs up while the call is still live (no FastAGI server to run
   the ``h`` extension's report): the call ends as what it was after a short grace.
-- The dialplan's UserEvents: PRFallback (the static group has the caller), PRUnattended.
+- The dialplan's UserEvents: PRFallback (the static group has the caller), PRUnattended,
+  PRResponderLeft, PRWhisperFailed (no FastAGI server: the caller goes to the fallback group).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class CallWatch:
             self.rooms.pop(event.get("Conference", ""), None)
         elif name == "UserEvent":
             await self._user_event(event)
+        elif name == "DialEnd" and event.get("DialStatus") == "ANSWER":
+            await self._fallback_answered(event)
         self.d.wake.set()
 
     # ---- legs ------------------------------------------------------------------------------
@@ -181,6 +184,14 @@ class CallWatch:
         await self.d.calls.event(call_id, "bridged", responder=winner,
                                  time_to_human_s=f"{waited:.3f}")
 
+    async def _fallback_answered(self, event: dict[str, str]) -> None:
+        """Someone at the fallback group answered the caller (Asterisk's own word, so the
+        record is right even when no FastAGI server could report the hang-up)."""
+        call_id = await self.d.calls.call_on_channel(event.get("Channel", ""))
+        if call_id and await self.d.calls.field(call_id, "state") == "fallback" and \
+                await self.redis.hsetnx(call_key(call_id), "fallback_answered", "1"):
+            await self.d.calls.event(call_id, "fallback_answered")
+
     # ---- the dialplan's own events ---------------------------------------------------------
     async def _user_event(self, event: dict[str, str]) -> None:
         kind = event.get("UserEvent")
@@ -192,6 +203,16 @@ class CallWatch:
             await self.d.calls.to_fallback(call_id, "dialplan")
         elif kind == "PRUnattended":
             await self.d.calls.event(call_id, "unattended")
+        elif kind == "PRWhisperFailed":
+            # No FastAGI server runs the whisper: no responder can take any call now. A
+            # person at the fallback group beats ringing phones nobody can answer.
+            data = await self.d._hash(call_id)
+            if data.get("state") in ("waiting", "dispatching") and data.get("channel"):
+                log.error("the whisper could not run (FastAGI server down?); call %s goes to "
+                          "the fallback group", call_id)
+                await self.d.cancel_legs(call_id)
+                await self.d.calls.to_fallback(call_id, "whisper_unavailable")
+                await self.d.move(data["channel"], "pr-fallback", "fallback")
         elif kind == "PRResponderLeft":
             # The responder's leg ended with the caller still on the line; Asterisk has sent
             # the caller back to waiting ([pr-responder] h): the search starts again.
