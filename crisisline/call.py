@@ -12,6 +12,7 @@ class Source(StrEnum):
     DIRECT = "direct"
     NINE_ONE_ONE = "911"
     NINE_EIGHT_EIGHT = "988"
+    TEXT = "text"  # SMS or the chat page: a conversation, with no Asterisk channel
 
 
 class State(StrEnum):

@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Lower number = answered first. 911 diversions come in with a person already in
 # acute distress on a call-taker's line; 988 has already triaged; direct is the rest.
-DEFAULT_PRIORITIES = {"911": 0, "988": 1, "direct": 2}
+DEFAULT_PRIORITIES = {"911": 0, "988": 1, "direct": 2, "text": 2}
 # Boston's most spoken languages, in menu order; a language with missing audio is left off
 # the menu by itself (README, "Languages").
 BOSTON_LANGUAGES = ("en", "es", "ht", "kea", "pt", "yue", "cmn", "vi", "ar", "so", "ru", "fr", "am")
 ASTERISK_MODES = ("auto", "real", "standin", "external")
 
 # Secrets are never read from the file: a config file gets committed, copied, mailed.
-SECRET_FIELDS = frozenset({"ami_secret", "web_secret_key"})
+SECRET_FIELDS = frozenset({"ami_secret", "web_secret_key", "sms_token", "chat_secret_key"})
 
 
 class ConfigError(ValueError):
@@ -123,6 +123,40 @@ class Settings:
     # Behind a TLS-terminating proxy: Secure/__Host- cookies and HSTS.
     web_https: bool = False
 
+    # Text line (issue 11): the public chat app (meant to be published, unlike the panel)
+    chat_host: str = "127.0.0.1"
+    chat_port: int = 8090
+    # The chat app's address as texters, responders' phones and the SMS provider reach it
+    # (the TLS proxy's https://...); one-time links and webhook signatures use it. Empty:
+    # http://chat_host:chat_port. An https:// address turns on Secure cookies and HSTS.
+    chat_public_url: str = ""
+    # Where "leave quickly" takes a texter (a neutral site); empty: the app's own plain page.
+    chat_leave_url: str = ""
+    # Signs the chat page's form tokens (secret; several chat processes must share it).
+    # Empty: a random key per process (a page open across a restart must be reloaded).
+    chat_secret_key: str = ""
+    # The SMS provider's REST API (Twilio's convention); empty: `up` runs the stand-in.
+    sms_api_url: str = ""
+    sms_account: str = ""
+    sms_token: str = ""  # secret: signs the provider's webhooks, authenticates our sends
+    sms_number: str = "+16175550151"  # the line's texting number (From of every text we send)
+    # The line's phone number, given to texters (call us) and the caller ID of a call back.
+    line_number: str = "+16175550150"
+    # A responder's one-time link (and an offer they opened) lasts this long at most.
+    text_link_lifetime_s: int = 900
+    # Seconds each wave of a text offer stays open (a responder opens a link on their phone).
+    text_wave_timeout_s: float = 90.0
+    # A waiting texter is told how long it has been and what happens next at most this often.
+    text_update_s: int = 300
+    # A conversation nobody has written in for this long ends (the texter is told).
+    text_idle_end_s: int = 21600
+    text_max_chat_chars: int = 2000
+    text_max_sms_segments: int = 10
+    # Messages per minute one conversation may send, and requests per minute per address
+    # (chat) or per number (SMS); past them the message is refused with a word why.
+    text_rate_per_conversation: int = 20
+    text_rate_per_address: int = 60
+
     # ---- derived -------------------------------------------------------------------
     @property
     def zone(self) -> ZoneInfo:
@@ -149,7 +183,14 @@ class Settings:
     def sql_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_path / 'peoples-response.db'}"
 
+    @property
+    def chat_url(self) -> str:
+        """The chat app's public base URL (no trailing slash)."""
+        return (self.chat_public_url or f"http://{self.chat_host}:{self.chat_port}").rstrip("/")
+
     def priority_for(self, source: str) -> int:
+        if source not in self.priorities and source == "text" and "direct" in self.priorities:
+            return int(self.priorities["direct"])  # an older PR_PRIORITIES without "text"
         return int(self.priorities.get(source, max(self.priorities.values(), default=9)))
 
 
@@ -236,7 +277,7 @@ def validate(s: Settings) -> list[str]:
     from crisisline import destinations  # late: destinations imports phonenumbers
 
     problems: list[str] = []
-    for name in ("agi_port", "ami_port", "web_port"):
+    for name in ("agi_port", "ami_port", "web_port", "chat_port"):
         port = getattr(s, name)
         if not 1 <= port <= 65535:
             problems.append(f"{name} must be a TCP port (1-65535), got {port}")
@@ -303,4 +344,38 @@ def validate(s: Settings) -> list[str]:
         problems.append("database_url must be a sqlite: or postgresql: URL")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis_url must be a redis:// URL")
+    problems += _text_problems(s)
+    return problems
+
+
+def _text_problems(s: Settings) -> list[str]:
+    from crisisline import destinations
+
+    problems = []
+    for name in ("chat_public_url", "sms_api_url"):
+        value = getattr(s, name)
+        if value and not value.startswith(("http://", "https://")):
+            problems.append(f"{name} must be an http:// or https:// URL, got {value!r}")
+    if s.chat_leave_url and not s.chat_leave_url.startswith(("http://", "https://", "/")):
+        problems.append("chat_leave_url must be an http(s):// URL or a path on the chat app")
+    for name in ("sms_number", "line_number"):
+        reason = destinations.refusal(getattr(s, name), s)
+        if reason or destinations.SIP_ENDPOINT.match(getattr(s, name)):
+            problems.append(f"{name}: {reason or 'must be a phone number'}")
+    if s.sms_api_url and not s.sms_account:
+        problems.append("sms_account must be set with sms_api_url")
+    if not 60 <= s.text_link_lifetime_s <= 86400:
+        problems.append("text_link_lifetime_s must be between 60 and 86400 seconds")
+    if not 0 < s.text_wave_timeout_s <= 3600:
+        problems.append("text_wave_timeout_s must be positive, at most 3600 seconds")
+    if not 30 <= s.text_update_s <= 86400:
+        problems.append("text_update_s must be between 30 and 86400 seconds")
+    if not 600 <= s.text_idle_end_s <= 7 * 86400:
+        problems.append("text_idle_end_s must be between 600 seconds and 7 days")
+    if not 1 <= s.text_max_chat_chars <= 20000:
+        problems.append("text_max_chat_chars must be between 1 and 20000")
+    if not 1 <= s.text_max_sms_segments <= 20:
+        problems.append("text_max_sms_segments must be between 1 and 20")
+    if s.text_rate_per_conversation < 1 or s.text_rate_per_address < 1:
+        problems.append("text_rate_per_conversation and text_rate_per_address must be 1 or more")
     return problems

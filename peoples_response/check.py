@@ -72,6 +72,15 @@ def check_prompts(settings: Settings) -> list[str]:
             names = ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
             problems.append(f"{len(missing)} prompt(s) in {lang!r} have no audio ({names}); "
                             "run: peoples-response prompts render")
+    from crisisline.textflow import TEXTER_PROMPTS
+
+    for lang in settings.languages:
+        lacking = [n for n in TEXTER_PROMPTS if n in catalog.prompts
+                   and lang in catalog.languages and lang not in catalog.prompts[n].texts]
+        if lacking and lang != settings.default_language:
+            problems.append(f"text line: texters who choose {lang!r} are written to in "
+                            f"{settings.default_language!r} (no text for {', '.join(lacking[:3])}"
+                            f"{', ...' if len(lacking) > 3 else ''} in the prompt catalog)")
     pages = menu_pages(settings.languages, settings.menu_page_size)
     if len(pages) > 2:
         problems.append(f"the language menu needs {len(pages)} pages: callers of the last "

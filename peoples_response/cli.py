@@ -43,6 +43,24 @@ def cmd_simulate_call(args: argparse.Namespace, settings: config.Settings) -> in
     return simulate.run(args, settings)
 
 
+def cmd_simulate_text(args: argparse.Namespace, settings: config.Settings) -> int:
+    from peoples_response import simulate_text
+
+    return simulate_text.run(args, settings)
+
+
+def cmd_chat(args: argparse.Namespace, settings: config.Settings) -> int:
+    from textline.serve import serve
+
+    return serve(settings)
+
+
+def cmd_sms_standin(args: argparse.Namespace, settings: config.Settings) -> int:
+    from smsstandin.serve import serve
+
+    return serve(settings)
+
+
 def cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
     from peoples_response import up
 
@@ -194,6 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--talk", type=float, default=1.0, metavar="SECONDS",
                       help="once a responder is with the caller, seconds before hanging up")
     call.set_defaults(func=cmd_simulate_call)
+    text = sim_sub.add_parser("text", help="one scripted text conversation; prints one JSON object")
+    text.add_argument("--channel", choices=["sms", "chat"], default="sms")
+    text.add_argument("--messages", default="",
+                      help='the texter\'s messages, separated by "|", each sent after the line\'s '
+                           'reply (e.g. "2|hola, necesito hablar con alguien": Spanish, then words)')
+    text.add_argument("--from", dest="sender", default="",
+                      help="the texter's number (SMS; default: a made-up 555-01XX number)")
+    text.add_argument("--responders", default="",
+                      help='responders\' phones, as for calls: BEHAVIOUR for all, or '
+                           '"ID=BEHAVIOUR,..." (others answer)')
+    text.add_argument("--talk", type=float, default=1.0, metavar="SECONDS",
+                      help="once a responder has it, seconds before the conversation ends")
+    text.add_argument("--wait", type=float, metavar="SECONDS",
+                      help="longest wait for a responder (default: max_wait_s)")
+    text.set_defaults(func=cmd_simulate_text)
 
     prompts = sub.add_parser("prompts", help="the prompt catalog and its audio")
     prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True, metavar="WHAT")
@@ -226,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     web = sub.add_parser("web", help="the supervisor and oversight panel")
     web.set_defaults(func=cmd_web)
+
+    chat = sub.add_parser("chat", help="the public text line: chat page, SMS webhook, "
+                                       "responders' one-time links ($PR_CHAT_PORT, 8090)")
+    chat.set_defaults(func=cmd_chat)
+    sms = sub.add_parser("sms-standin", help="the SMS provider stand-in (its REST API at "
+                                             "$PR_SMS_API_URL)")
+    sms.set_defaults(func=cmd_sms_standin)
 
     user = sub.add_parser("user", help="panel accounts")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="WHAT")

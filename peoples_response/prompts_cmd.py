@@ -112,7 +112,24 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     for c in clash:
         print(f"conflict: {c.language}/{c.prompt}: a release changed the text a reviewer worked "
               "on; a reviewer chooses on the review page")
+    texter_status(settings, live)
     return 0
+
+
+def texter_status(settings: Settings, catalog: Catalog) -> None:
+    """The text line's words (audience texter: read, never heard) per configured language."""
+    from crisisline.textflow import TEXTER_PROMPTS
+
+    names = [n for n in catalog.prompt_names("texter") if n in TEXTER_PROMPTS]
+    print(f"text line (chat and SMS replies; read, never heard): {len(names)} texts")
+    print(f"{'language':<10}{'reviewed':>10}{'draft':>8}{'missing':>9}  written in")
+    for lang in settings.languages:
+        texts = [catalog.prompts[n].texts.get(lang) for n in names]
+        reviewed = sum(1 for t in texts if t and t.status == "reviewed")
+        draft = sum(1 for t in texts if t and t.status == "draft")
+        missing = sum(1 for t in texts if t is None)
+        written = lang if not missing else f"{settings.default_language} (for all of it)"
+        print(f"{lang:<10}{reviewed:>10}{draft:>8}{missing:>9}  {written}")
 
 
 def export(args: argparse.Namespace, settings: Settings) -> int:

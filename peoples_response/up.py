@@ -118,6 +118,10 @@ def parts_for(settings: Settings, exe: list[str], mode: str | None = None,
                   Part("world", local.argv("world"))]  # type: ignore[attr-defined]
     parts += [Part("dispatcher", [*exe, "dispatcher"]), Part("worker", [*exe, "worker"]),
               Part("web", [*exe, "web"])]
+    # The text line: the public chat app, and the SMS provider's stand-in when none is set.
+    parts.append(Part("chat", [*exe, "chat"]))
+    if not settings.sms_api_url:
+        parts.append(Part("sms-standin", [*exe, "sms-standin"]))
     return parts
 
 
@@ -156,6 +160,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if mode in ("standin", "real") and not settings.ami_secret:
         # The PBX and the dispatcher share a secret made for this run only.
         env["PR_AMI_SECRET"] = secrets.token_hex(16)
+    from smsstandin.serve import standin_env
+
+    env.update(standin_env(settings))  # the provider stand-in's address, account and token
     local = None
     if mode == "real":
         from localpbx.runtime import NotInstalled, prepare
@@ -196,7 +203,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "agi": f"{settings.agi_host}:{settings.agi_port}",
             "ami": f"{settings.ami_host}:{settings.ami_port}" if mode == "standin" else "",
             "ami_secret": env.get("PR_AMI_SECRET", "") if mode == "standin" else "",
-            "web": f"http://{settings.web_host}:{settings.web_port}/"}
+            "web": f"http://{settings.web_host}:{settings.web_port}/",
+            "chat": settings.chat_url,
+            "sms_standin": "" if settings.sms_api_url else env["PR_SMS_API_URL"]}
     if local is not None:
         info.update(local.runtime())
     runtime.write_text(json.dumps(info))
@@ -206,6 +215,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"People's Response is up: PBX {pbx}, FastAGI {settings.agi_host}:{settings.agi_port}, "
           f"panel http://{settings.web_host}:{settings.web_port}/, Redis {redis_url}, "
           f"logs in {logs}", flush=True)
+    print(f"Text line: chat page {settings.chat_url}/", flush=True)
     print("First panel account: peoples-response user add NAME --role admin", flush=True)
     print("Try: peoples-response simulate call --keys \"2 02121 1\"   (Ctrl-C stops everything)",
           flush=True)

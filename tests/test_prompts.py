@@ -72,7 +72,8 @@ def test_catalog_has_every_prompt_in_every_language() -> None:
     assert cat.missing() == []
     for name in cat.prompt_names():
         for lang in ("en", "es"):
-            assert cat.text(name, lang, key="1", language="x", neighborhood="y").strip()
+            assert cat.text(name, lang, key="1", language="x", neighborhood="y", phone="+1",
+                            minutes="5", days="30").strip()
     for name in cat.prompt_names("caller"):
         for lang in cat.languages:
             assert cat.text(name, lang, key="1").strip(), (name, lang)

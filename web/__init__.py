@@ -25,7 +25,8 @@ from web import auth, security, state
 from web.live import EventHub, Live
 
 log = logging.getLogger(__name__)
-SOURCES = {"direct": "Direct line", "911": "911 transfer", "988": "988 transfer"}
+SOURCES = {"direct": "Direct line", "911": "911 transfer", "988": "988 transfer",
+           "text": "Text (SMS or chat)"}
 
 
 def create_app(settings: Settings | None = None, testing: bool = False,

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, abort, render_template, request
 from sqlalchemy import Select, func, select
 
+from crisisline.records import texts as sql_texts
 from crisisline.records.schema import CallbackRequest, CallEvent, CallRecord
 from crisisline.roster.csv_format import KNOWN_LANGUAGES
 from crisisline.users import audit
@@ -24,7 +25,7 @@ bp = Blueprint("history", __name__, url_prefix="/history")
 
 PAGE_SIZE = 50
 OUTCOMES = ("bridged", "callback", "abandoned", "fallback")
-SOURCES = ("direct", "911", "988")
+SOURCES = ("direct", "911", "988", "text")
 # Event details that could identify a caller stay off the timeline (substring match, so
 # "callback_number" and "caller_number" are both caught).
 HIDDEN_DETAIL = ("number", "phone", "transcript", "note", "text", "message")
@@ -116,9 +117,10 @@ def _render_call(record: CallRecord, reveal: str | None = None) -> Any:
     events = list(session.scalars(select(CallEvent).where(CallEvent.call_id == record.id)
                                   .order_by(CallEvent.at, CallEvent.id)))
     callback = session.get(CallbackRequest, record.id)
+    messages = sql_texts.messages(session, record.id) if reveal == "conversation" else []
     return render_template("call_record.html", record=record,
                            events=[(e, _safe_detail(e.detail)) for e in events],
-                           callback=callback, reveal=reveal)
+                           callback=callback, reveal=reveal, messages=messages)
 
 
 @bp.get("/calls/<call_id>")
@@ -131,6 +133,13 @@ def call(call_id: str) -> Any:
 @roles("supervisor", "admin")
 def transcript(call_id: str) -> Any:
     return _reveal(call_id, "transcript", audit.VIEW_TRANSCRIPT)
+
+
+@bp.route("/calls/<call_id>/conversation", methods=["GET", "POST"])
+@roles("supervisor", "admin")
+def conversation(call_id: str) -> Any:
+    """A text conversation's messages: audited like a transcript."""
+    return _reveal(call_id, "conversation", audit.VIEW_CONVERSATION)
 
 
 @bp.route("/calls/<call_id>/number", methods=["GET", "POST"])

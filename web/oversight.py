@@ -67,7 +67,7 @@ def make_report(start: date, end: date) -> Report:
     session = state.db()
     columns = (CallRecord.source, CallRecord.language, CallRecord.neighborhood,
                CallRecord.started_at, CallRecord.outcome, CallRecord.time_to_human_s,
-               CallRecord.end_step)
+               CallRecord.end_step, CallRecord.channel)
     rows = [CallRow(*r) for r in session.execute(
         select(*columns).where(CallRecord.started_at >= lo, CallRecord.started_at < hi))]
     statuses = list(session.scalars(select(CallbackRequest.status).where(

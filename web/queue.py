@@ -25,6 +25,7 @@ from crisisline.roster.model import Responder, RosterSnapshot
 from crisisline.roster.store import RosterStore
 from crisisline.users import audit
 from web import state
+from web import texts as text_line
 from web.auth import current_user, roles
 from web.live import JOINABLE_STATES, WAITING_STATES, LiveCall, sse, stream_id_key
 
@@ -38,6 +39,7 @@ KEEPALIVE_S = 15.0
 STREAM_LIFETIME_S = 1800.0
 CALLBACK_LIST_LIMIT = 500
 OUTCOME_MAX = 200
+TEXT_MAX = 2000  # a supervisor's message to a texter
 
 
 def roster() -> RosterSnapshot:
@@ -156,7 +158,8 @@ def _live_call(call_id: str) -> LiveCall:
 
 @bp.get("/calls/<call_id>")
 @roles("supervisor")
-def call_page(call_id: str, errors: dict[str, str] | None = None, status: int = 200) -> Any:
+def call_page(call_id: str, errors: dict[str, str] | None = None, status: int = 200,
+              messages: list[dict[str, Any]] | None = None) -> Any:
     call = _live_call(call_id)
     snap = roster()
     states = state.panel().live.responder_states(r.id for r in snap.responders)
@@ -165,7 +168,8 @@ def call_page(call_id: str, errors: dict[str, str] | None = None, status: int = 
                            names={r.id: r.name for r in snap.responders},
                            waiting=call.state in WAITING_STATES,
                            joinable=call.state in JOINABLE_STATES, errors=errors or {},
-                           form=request.form, now=time.time()), status
+                           form=request.form, now=time.time(), text=call.source == "text",
+                           messages=messages, text_max=TEXT_MAX), status
 
 
 def _refused(call_id: str, errors: dict[str, str]) -> Any:
@@ -205,6 +209,55 @@ def ring(call_id: str) -> Any:
     return redirect(url_for("queue.call_page", call_id=call_id))
 
 
+@bp.post("/calls/<call_id>/conversation")
+@roles("supervisor")
+def conversation(call_id: str) -> Any:
+    """Read a live text conversation: written to the audit log before it is shown."""
+    call = _live_call(call_id)
+    if call.source != "text":
+        abort(404)
+    user = current_user()
+    assert user is not None
+    session = state.db()
+    audit.record(session, user.name, audit.VIEW_CONVERSATION, call_id, "live")
+    session.commit()  # logged before it is shown: no log, no view
+    return call_page(call_id, messages=text_line.live_messages(state.settings(), call_id))
+
+
+@bp.post("/calls/<call_id>/text")
+@roles("supervisor")
+def write(call_id: str) -> Any:
+    """Step in on a text conversation: write to the texter as yourself (taking it when
+    nobody has yet)."""
+    call = _live_call(call_id)
+    user = current_user()
+    assert user is not None
+    if call.source != "text":
+        abort(404)
+    body = request.form.get("body", "").replace("\r\n", "\n").strip()
+    if not body:
+        return _refused(call_id, {"body": "Write something to send."})
+    if len(body) > TEXT_MAX:
+        return _refused(call_id, {"body": f"Keep it under {TEXT_MAX} characters; send it in parts."})
+    flash(text_line.write_as_supervisor(state.settings(), call_id, user.name, body))
+    return redirect(url_for("queue.call_page", call_id=call_id))
+
+
+@bp.get("/desk-texts")
+@roles("supervisor")
+def desk_texts() -> Any:
+    """Text offers to desk phones (PJSIP/...): the responder at that desk opens theirs here."""
+    snap = roster()
+    names = {r.id: r.name for r in snap.responders}
+    offers = []
+    live = state.panel().live
+    for token, call_id, rid in text_line.desk_offers(state.settings()):
+        call = live.call(call_id)
+        if call is not None:
+            offers.append((call, rid, f"{state.settings().chat_url}/r/{token}"))
+    return render_template("desk_texts.html", offers=offers, names=names, now=time.time())
+
+
 @bp.post("/calls/<call_id>/join")
 @roles("supervisor")
 def join(call_id: str) -> Any:
@@ -213,6 +266,9 @@ def join(call_id: str) -> Any:
     assert user is not None
     if call.state not in JOINABLE_STATES:
         return _refused(call_id, {"phone": "This call has ended."})
+    if call.source == "text":
+        return _refused(call_id, {"target": "A text conversation has no room to join: write to "
+                                           "the texter instead."})
     phone = request.form.get("phone", "").strip()[:64]
     mode = request.form.get("mode", "")
     errors: dict[str, str] = {}

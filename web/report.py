@@ -35,6 +35,7 @@ class CallRow:
     outcome: str
     time_to_human_s: float | None
     end_step: str | None
+    channel: str | None = None  # text conversations: sms or chat
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Report:
 
 
 def build(rows: Sequence[CallRow], callback_statuses: Sequence[str], zone: ZoneInfo,
-          sources: Sequence[str] = ("direct", "911", "988"),
+          sources: Sequence[str] = ("direct", "911", "988", "text"),
           outcomes: Sequence[str] = ("bridged", "callback", "abandoned", "fallback")) -> Report:
     tables = [
         count_table("Calls by neighborhood", "Neighborhood",
@@ -114,6 +115,9 @@ def build(rows: Sequence[CallRow], callback_statuses: Sequence[str], zone: ZoneI
         count_table("Calls by outcome", "Outcome", (r.outcome for r in rows), order=outcomes),
         count_table("Abandoned calls by where the caller hung up", "Step",
                     (r.end_step or "unknown" for r in rows if r.outcome == "abandoned")),
+        count_table("Text conversations by channel", "Channel",
+                    (r.channel or "unknown" for r in rows if r.source == "text"),
+                    order=("sms", "chat")),
     ]
     answered = [r.time_to_human_s for r in rows if r.time_to_human_s is not None]
     by_source = [(s, timing([r.time_to_human_s for r in rows

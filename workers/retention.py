@@ -1,8 +1,8 @@
 """RQ job: forget what we promised not to keep.
 
-Every hour it removes transcripts and caller numbers from calls older than
-``Settings.retention_days`` (and, for calls that have finished, every Redis key they left:
-their SQL record keeps the de-identified facts), and deletes recordings left under
+Every hour it removes transcripts, caller numbers and text conversations' messages from
+calls older than ``Settings.retention_days`` (and, for calls that have finished, every Redis
+key they left: their SQL record keeps the de-identified facts), and deletes recordings left under
 ``var/recordings`` for more than a day (the transcription job deletes each one once its
 transcript is stored; what is left is from failed jobs, languages without a model, or
 crashes).
@@ -63,11 +63,13 @@ def purge_expired(now: float | None = None) -> dict[str, int]:
 
 def purge_records(settings: Any, cutoff: float) -> int:
     """The same promise in SQL: call records and callback requests lose the caller's number
-    and transcript once they are older than the retention period."""
+    and transcript, and text conversations their messages, once they are older than the
+    retention period."""
     from sqlalchemy import or_, update
     from sqlalchemy.orm import Session
 
     from crisisline import db
+    from crisisline.records import texts as sql_texts
     from crisisline.records.schema import CallbackRequest, CallRecord
 
     before = datetime.fromtimestamp(cutoff, UTC)
@@ -85,6 +87,8 @@ def purge_records(settings: Any, cutoff: float) -> int:
                             .where(CallbackRequest.requested_at < before,
                                    CallbackRequest.number.is_not(None))
                             .values(number=None))
+            # Text conversations: their messages are what a transcript is to a call.
+            done += sql_texts.purge_before(session, before)
         return int(done or 0)
     finally:
         engine.dispose()

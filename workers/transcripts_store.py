@@ -103,9 +103,12 @@ def call_time(r: Redis, call_id: str) -> float | None:
 
 def purge_personal(r: Redis, call_id: str, now: float) -> bool:
     """Remove the transcript, the caller's and callback numbers and the transfer note from
-    one call (what the SQL purge clears too); True if there was any."""
+    one call, and a text conversation's messages (what the SQL purge clears too); True if
+    there was any."""
+    from crisisline.stores.texts import messages_key
+
     key = call_key(call_id)
-    removed = r.hdel(key, *PERSONAL_FIELDS)
+    removed = r.hdel(key, *PERSONAL_FIELDS) + r.delete(messages_key(call_id))
     if removed:
         r.hset(key, "purged_at", f"{now:.3f}")
     return bool(removed)
@@ -118,8 +121,9 @@ def forget_call(r: Redis, call_id: str) -> bool:
     if state not in FINISHED_STATES:
         return False
     from crisisline.stores.offers import legs_key, offered_keys_pattern, offers_key
+    from crisisline.stores.texts import links_key, messages_key
 
-    keys = [call_key(call_id), offers_key(call_id), legs_key(call_id),
-            *r.scan_iter(match=offered_keys_pattern(call_id), count=500)]
+    keys = [call_key(call_id), offers_key(call_id), legs_key(call_id), messages_key(call_id),
+            links_key(call_id), *r.scan_iter(match=offered_keys_pattern(call_id), count=500)]
     r.delete(*keys)
     return True

@@ -17,10 +17,15 @@ import yaml
 
 from crisisline.config import Settings
 
-AUDIENCES = ("caller", "responder")
+# texter: what the text line (chat page, SMS replies) writes; never rendered to audio.
+AUDIENCES = ("caller", "responder", "texter")
 STATUSES = ("draft", "reviewed")
-FIELDS = frozenset({"key", "language", "neighborhood"})  # the only {placeholders} a text may use
+# The only {placeholders} a text may use ({phone}, {minutes}, {days}: texter texts).
+FIELDS = frozenset({"key", "language", "neighborhood", "phone", "minutes", "days"})
 RESPONDER_REQUIRED = ("en",)  # responders must at least hear English
+# Texters must at least read English: a language without every texter text falls back to
+# English for the whole conversation (crisisline.textflow), never a mix of the two.
+TEXTER_REQUIRED = ("en",)
 LANGUAGE_KEYS = ("name", "native_name", "voice", "menu_word")
 
 
@@ -92,10 +97,12 @@ class Catalog:
         return self._entry(name, lang).status
 
     def missing(self) -> list[tuple[str, str]]:
-        """(prompt, language) pairs without text: callers in every language, responders in en."""
+        """(prompt, language) pairs without text: callers in every language, responders and
+        texters in en."""
         out: list[tuple[str, str]] = []
         for name, prompt in self.prompts.items():
-            langs = self.languages if prompt.audience == "caller" else RESPONDER_REQUIRED
+            langs = self.languages if prompt.audience == "caller" else \
+                TEXTER_REQUIRED if prompt.audience == "texter" else RESPONDER_REQUIRED
             out.extend((name, lang) for lang in langs if lang not in prompt.texts)
         return out
 

@@ -113,6 +113,8 @@ def plan(settings: Settings, catalog: Catalog,
         info = catalog.languages.get(lang)
         voice = info.voice if info else None
         for name, prompt in catalog.prompts.items():
+            if prompt.audience == "texter":
+                continue  # the text line's words are read, never heard
             has = lang in prompt.texts
             if prompt.audience == "responder" and not has and lang != "en":
                 continue  # responder prompts are optional beyond English

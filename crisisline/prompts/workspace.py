@@ -45,8 +45,8 @@ class Outcome:
 def prompts_for(catalog: Catalog, lang: str) -> list[str]:
     """The prompts a reviewer of ``lang`` works on: every caller prompt, and the
     responder prompts that exist in that language (responders need only English)."""
-    return [name for name, p in catalog.prompts.items()
-            if p.audience == "caller" or lang in RESPONDER_REQUIRED or lang in p.texts]
+    return [name for name, p in catalog.prompts.items() if p.audience != "texter"
+            and (p.audience == "caller" or lang in RESPONDER_REQUIRED or lang in p.texts)]
 
 
 def recordable(settings: Settings, catalog: Catalog, lang: str, prompt: str) -> bool:

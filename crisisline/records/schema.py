@@ -1,16 +1,17 @@
-"""Tables for finished calls, their timelines, and callback requests.
+"""Tables for finished calls, their timelines, callback requests, and the messages of text
+conversations.
 
-No audio is ever stored. ``caller_number`` and ``transcript`` are the only fields that
-identify a caller; the retention job clears them after ``retention_days``, and the panel
-audits every read of them. Responder ids are plain strings: the roster is replaced whole
-on import, and a call's history must outlive that.
+No audio is ever stored. ``caller_number``, ``transcript`` and a text conversation's
+messages are what identify a caller; the retention job clears them after
+``retention_days``, and the panel audits every read of them. Responder ids are plain
+strings: the roster is replaced whole on import, and a call's history must outlive that.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crisisline.db import Base
@@ -51,6 +52,8 @@ class CallRecord(Base):
     transcript: Mapped[str | None] = mapped_column(Text)
     transcript_status: Mapped[str | None] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
+    # Text conversations (source "text"): "sms" or "chat"; None for calls.
+    channel: Mapped[str | None] = mapped_column(String(8))
 
 
 class CallEvent(Base):
@@ -79,3 +82,22 @@ class CallbackRequest(Base):
     outcome: Mapped[str | None] = mapped_column(String(200))
     done_by: Mapped[str | None] = mapped_column(String(64))
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class TextMessage(Base):
+    """One message of a finished text conversation (the conversation itself: kept like a
+    transcript, purged by retention, erased at once when the texter sends DELETE)."""
+
+    __tablename__ = "text_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("call_records.id", ondelete="CASCADE"),
+                                         index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # texter | responder | supervisor | line (the line's automatic texts)
+    sender: Mapped[str] = mapped_column(String(16))
+    author: Mapped[str | None] = mapped_column(String(64))  # responder id / supervisor name
+    body: Mapped[str] = mapped_column(Text)
+    # The Redis stream entry it came from: archiving twice writes nothing twice.
+    stream_id: Mapped[str] = mapped_column(String(32))
+    __table_args__ = (UniqueConstraint("call_id", "stream_id"),)

@@ -1,5 +1,5 @@
-"""The audit log: who read which caller's transcript or number, and who changed which
-prompt (its text, its review, its recording), and when."""
+"""The audit log: who read which caller's transcript or number (or a texter's
+conversation), and who changed which prompt (its text, its review, its recording), and when."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from crisisline.users.schema import AuditEntry
 
 VIEW_TRANSCRIPT = "view_transcript"
 VIEW_CALLER_NUMBER = "view_caller_number"
+VIEW_CONVERSATION = "view_conversation"  # a text conversation's messages (live or finished)
 # Prompt changes: detail is JSON {"language", "prompt", "old", "new", ...}.
 PROMPT_TEXT = "prompt_text"  # a reviewer corrected a text
 PROMPT_REVIEWED = "prompt_reviewed"  # marked reviewed
@@ -22,7 +23,7 @@ PROMPT_RECORDING_REMOVED = "prompt_recording_removed"
 PROMPT_CONFLICT = "prompt_conflict"  # a reviewer decided between their text and a release's
 PROMPT_ACTIONS = (PROMPT_TEXT, PROMPT_REVIEWED, PROMPT_RECORDING, PROMPT_RECORDING_REMOVED,
                   PROMPT_CONFLICT)
-ACTIONS = (VIEW_TRANSCRIPT, VIEW_CALLER_NUMBER, *PROMPT_ACTIONS)
+ACTIONS = (VIEW_TRANSCRIPT, VIEW_CALLER_NUMBER, VIEW_CONVERSATION, *PROMPT_ACTIONS)
 
 
 def record(session: Session, user_name: str, action: str, call_id: str | None,

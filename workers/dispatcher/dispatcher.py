@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from crisisline import clock, destinations
-from crisisline.call import State
+from crisisline.call import Source, State
 from crisisline.config import Settings
 from crisisline.roster.model import Responder, RosterSnapshot
 from crisisline.routing import CallToRoute, ResponderState, Wave, plan
@@ -34,6 +34,7 @@ from crisisline.stores.calls import CLAIMED, EVENTS, CallStore, call_key
 from crisisline.stores.offers import OfferStore, in_whisper, legs_key, offered_key
 from workers.dispatcher.ami import AmiGateway, leg_id
 from workers.dispatcher.interpreter import Interpreters
+from workers.dispatcher.texts import TextOffers
 from workers.dispatcher.watch import CallWatch
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Dispatcher:
         self._on_call_cache: tuple[object, list] = (None, [])
         self.interpreters = Interpreters(self)
         self.watch = CallWatch(self)
+        self.texts = TextOffers(self)  # text conversations: offers by link, not phone legs
 
     @property
     def redis(self):
@@ -162,6 +164,12 @@ class Dispatcher:
                                     resting_until=number(row.get("resting_until")))
                 for rid, row in raw.items()}
 
+    def _wave_timeout(self, data: dict[str, str]) -> float:
+        """A text offer is read on a phone's browser: its waves last longer."""
+        if data.get("source") == Source.TEXT:
+            return self.settings.text_wave_timeout_s
+        return self.settings.wave_timeout_s
+
     async def next_wave(self, call_id: str, data: dict[str, str], cycle: int,
                         last_wave: int) -> Wave | None:
         roster = self.roster()
@@ -173,7 +181,7 @@ class Dispatcher:
         waves = plan(CallToRoute(call_id, data.get("language", "en"),
                                  data.get("neighborhood") or None, waited),
                      roster, await self._states(on_call), now, passed=passed, on_call=on_call,
-                     wave_timeout_s=self.settings.wave_timeout_s,
+                     wave_timeout_s=self._wave_timeout(data),
                      max_per_wave=self.settings.ring_per_wave or None,
                      language_wait_s=self.settings.language_wait_s,
                      refuse=lambda d: destinations.refusal(d, self.settings))
@@ -198,8 +206,10 @@ class Dispatcher:
             return
         cycle = int(data.get("cycle") or 0)
         last_wave = int(data.get("wave") or 0)
-        # The longest wait counts from the queue: the search itself is what it bounds.
-        started = float(data.get("queued_at") or data.get("created_at") or time.time())
+        # The longest wait counts from the queue: the search itself is what it bounds. A text
+        # conversation's search goes on past max_wait_s: it then counts from there.
+        started = float(data.get("search_from") or data.get("queued_at")
+                        or data.get("created_at") or time.time())
         if self._may_have_missed_events(data) and not await self._caller_still_waiting(call_id, data):
             return
         attend_at = await self.attend(data)
@@ -217,8 +227,9 @@ class Dispatcher:
             if time.monotonic() >= attend_at:
                 attend_at = await self.attend(data)
             if time.time() - started > self.settings.max_wait_s:
-                await self.give_up(call_id, data)
-                return
+                if await self.give_up(call_id, data):
+                    return
+                started = time.time()
             wave = await self.next_wave(call_id, data, cycle, last_wave)
             if wave is None:
                 if not rung_in_cycle and time.time() - cycle_started < self.settings.wave_timeout_s:
@@ -309,12 +320,16 @@ class Dispatcher:
         language = data.get("language", "en")
         for responder in chosen:
             self.ring(call_id, responder, cycle, wave.number, language in responder.languages,
-                      wave.timeout_s)
+                      wave.timeout_s, source=data.get("source", ""))
         return [r.id for r in chosen]
 
     def ring(self, call_id: str, responder: Responder, cycle: int, wave: int, speaks: bool,
-             timeout_s: float) -> None:
-        """Originate one responder's leg into [pr-responder] (their whisper)."""
+             timeout_s: float, source: str = "") -> None:
+        """Originate one responder's leg into [pr-responder] (their whisper). A text
+        conversation has no leg: its offer is a one-time link (TextOffers)."""
+        if source == Source.TEXT:
+            self.texts.offer(call_id, responder, cycle, wave, speaks, timeout_s)
+            return
         self.ami.originate(leg_id(call_id, cycle, wave, responder.id),
                            self.dial_string(responder.phone), "pr-responder",
                            {"PR_CALL_ID": call_id, "PR_RESPONDER": responder.id,
@@ -374,7 +389,10 @@ class Dispatcher:
     # ---- legs ------------------------------------------------------------------------------
     async def hangup_leg(self, call_id: str, rid: str) -> None:
         """Hang up a responder's leg once, and only while it is up (its Newchannel put it in
-        the legs hash; its Hangup takes it out)."""
+        the legs hash; its Hangup takes it out). For a text conversation: close their link."""
+        if await self.calls.field(call_id, "source") == Source.TEXT:
+            await self.texts.expire(call_id, rid)
+            return
         channel = await self.redis.hget(legs_key(call_id), rid)
         if channel and await self.redis.hdel(legs_key(call_id), rid):
             await self.ami.hangup(channel.decode())
@@ -396,10 +414,17 @@ class Dispatcher:
         is recorded when both are in the room (CallWatch)."""
         winner = data.get("accepted_by", "")
         await self.cancel_legs(call_id, keep=winner)
+        if data.get("source") == Source.TEXT:
+            await self.texts.connected(call_id, data)  # no interpreter line for texts
+            return
         await self.interpreters.on_bridged(call_id, data)
 
     async def offer_callback(self, call_id: str, data: dict[str, str]) -> None:
-        """Everyone was rung: offer a callback (the caller keeps waiting meanwhile)."""
+        """Everyone was rung: offer a callback (the caller keeps waiting meanwhile). A texter
+        is told how long it has been, what happens next, and the phone number."""
+        if data.get("source") == Source.TEXT:
+            await self.texts.still_looking(call_id, data)
+            return
         if data.get("channel") and not data.get("callback_offered"):
             await self.redis.hset(call_key(call_id), "callback_offered", "1")
             await self.calls.event(call_id, "callback_offered")
@@ -411,10 +436,17 @@ class Dispatcher:
         await self.ami.setvar(channel, "SHARED(PR_MOVED)", why)
         return await self.ami.redirect(channel, context)
 
-    async def give_up(self, call_id: str, data: dict[str, str]) -> None:
-        """The longest wait is reached: the fallback group, and the callback if asked for."""
+    async def give_up(self, call_id: str, data: dict[str, str]) -> bool:
+        """The longest wait is reached: the fallback group, and the callback if asked for.
+        A text conversation has no fallback group: the texter is told, the search goes on
+        (False: keep dispatching it)."""
+        if data.get("source") == Source.TEXT:
+            await self.texts.still_looking(call_id, data, force=True)
+            await self.redis.hset(call_key(call_id), "search_from", f"{time.time():.3f}")
+            return False
         await self.cancel_legs(call_id)
         state = State.CALLBACK if data.get("callback_number") else State.FALLBACK
         await self.calls.end(call_id, state, "", "max_wait_reached", "max_wait")
         if data.get("channel"):
             await self.move(data["channel"], "pr-fallback", "fallback")
+        return True

@@ -112,6 +112,8 @@ class Reconciler:
                 if any(u.startswith(f"pr-{call_id}-") and u.endswith(f"-{rid}") for u in live):
                     continue  # their leg for that call is still up
                 data = await self.d._hash(call_id)
+                if data.get("source") == Source.TEXT:
+                    continue  # a text offer has no leg: its link's lifetime ends it (textline)
                 if not accepted and data.get("state") in ("waiting", "dispatching") and \
                         time.time() - float(data.get("wave_started_at") or 0) < YOUNG_S:
                     continue  # ringing right now: its leg may not be up yet
@@ -132,7 +134,7 @@ class Reconciler:
         for info in channels:
             channel = info.get("Channel", "")
             uniqueid = info.get("Uniqueid", "")
-            if uniqueid.startswith(("pr-", "pri-", "prs-", "pra-")):
+            if uniqueid.startswith(("pr-", "pri-", "prs-", "pra-", "prt-")):
                 continue
             if not info.get("Context", "").startswith(CALLER_CONTEXTS):
                 continue

@@ -1,8 +1,11 @@
-"""Copies the Redis event stream into SQL: a call record per call, its timeline, callbacks.
+"""Copies the Redis event stream into SQL: a call record per call, its timeline, callbacks,
+and a text conversation's messages when it ends.
 
 Reads ``pr:events`` through a consumer group, so a restart resumes where it stopped and
-nothing is lost; writes are idempotent (upserts by call id, events by stream id), so a
-replayed event changes nothing. No audio, ever.
+nothing is lost; writes are idempotent (upserts by call id, events and messages by stream
+id), so a replayed event changes nothing. No audio, ever. A conversation the texter erased
+(DELETE) is never written back: its messages are checked against the erasure marker after
+they are written, and removed again if it came meanwhile.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from crisisline.records import texts as sql_texts
 from crisisline.records.schema import CallbackRequest, CallEvent, CallRecord
 from crisisline.stores.calls import EVENTS, call_key
 from crisisline.stores.offers import OfferStore
+from crisisline.stores.texts import TextStore
 
 log = logging.getLogger(__name__)
 GROUP = "recorder"
@@ -55,6 +60,7 @@ class Recorder:
         self.engine = engine
         self.consumer = consumer
         self.offers = OfferStore(redis)
+        self.texts = TextStore(redis)
 
     async def ensure_group(self) -> None:
         try:
@@ -111,7 +117,19 @@ class Recorder:
             if cid and cid not in calls:
                 raw = await self.redis.hgetall(call_key(cid))
                 calls[cid] = {k.decode(): v.decode() for k, v in raw.items()}
-        await asyncio.to_thread(self.write, events, calls)
+        # A text conversation that ended: its messages go to SQL with its record.
+        messages = {}
+        for _, body in events:
+            cid = body.get("call_id", "")
+            if body.get("type") in TERMINAL and calls.get(cid, {}).get("source") == "text":
+                messages[cid] = await self.texts.messages(cid, count=10_000)
+        await asyncio.to_thread(self.write, events, calls, messages)
+        for cid in (c for c, data in calls.items() if data.get("source") == "text"):
+            if await self.texts.erased(cid):
+                # Erased meanwhile: what this batch wrote of it goes too (its timeline as well).
+                await asyncio.to_thread(sql_texts.erase, self.engine, cid)
+            elif cid in messages:
+                await self.texts.archived(cid)
         for _, body in events:
             if body.get("type") in TERMINAL:
                 data = calls.get(body.get("call_id", ""), {})
@@ -122,7 +140,8 @@ class Recorder:
                 delete_message_audio(data)
         await self.redis.xack(EVENTS, GROUP, *[eid for eid, _ in events])
 
-    def write(self, events: list[tuple[str, dict[str, str]]], calls: dict[str, dict[str, str]]) -> None:
+    def write(self, events: list[tuple[str, dict[str, str]]], calls: dict[str, dict[str, str]],
+              messages: dict[str, list[tuple[str, dict[str, str]]]] | None = None) -> None:
         with Session(self.engine) as session, session.begin():
             # One indexed query for the whole batch: which of these were written before a crash.
             seen = set(session.scalars(select(CallEvent.stream_id).where(
@@ -154,6 +173,10 @@ class Recorder:
                         call_id=cid, number=data.get("callback_number") or None,
                         language=record.language, neighborhood=record.neighborhood,
                         requested_at=_ts(body.get("at")) or datetime.now(UTC), status="waiting"))
+            for cid, rows in (messages or {}).items():
+                if cid in records:
+                    session.flush()
+                    sql_texts.archive(session, cid, rows)
 
     @staticmethod
     def _update(record: CallRecord, data: dict[str, str], body: dict[str, str]) -> None:
@@ -172,6 +195,7 @@ class Recorder:
         if data.get("fallback_answered"):
             record.fallback_answered = data["fallback_answered"] == "1"
         record.pbx_node = data.get("pbx_node") or record.pbx_node
+        record.channel = data.get("x_channel") or record.channel
         if data.get("transcript_status"):
             record.transcript_status = data["transcript_status"]
             record.transcript = data.get("transcript") or None

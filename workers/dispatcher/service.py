@@ -93,11 +93,13 @@ class Commands:
                 if destinations.refusal(r.phone, d.settings) is None and \
                         await d.offers.ring(call_id, r.id, 0, cycle):
                     d.ring(call_id, r, cycle, 0, language in r.languages,
-                           d.settings.wave_timeout_s)
+                           d._wave_timeout(data), source=data.get("source", ""))
             await d.calls.event(call_id, "supervisor_ring", by=c.get("by", ""),
                                 responders=",".join(r.id for r in people))
         elif c.get("type") == "join_room":
             await self.join_room(c)
+        elif c.get("type") == "text_call":
+            await d.texts.call_texter(c)  # a text handed to a phone call
 
     async def join_room(self, c: dict[str, str]) -> None:
         """A supervisor joins a call's room, muted (listen) or to speak. Stepping in to speak
