@@ -4,6 +4,7 @@ stand-in PBX ringing scripted phones, real Redis and SQLite."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from sqlalchemy.orm import Session
 
@@ -127,14 +128,19 @@ async def test_caller_hanging_up_while_responders_ring_cancels_every_leg(live_se
 
 
 async def test_all_busy_then_one_frees_up(live_settings):
+    # Ana, the only responder, is with a first caller; a second caller waits, unrung, until
+    # the first one hangs up and her rest is over.
     roster = team_roster(("ana", "dot", "es", False))
-    async with running_system(live_settings, roster, wave_timeout_s=0.5) as system:
-        system.db.client.hset("pr:responder:ana", "on_call_with", "someone-else")
+    async with running_system(live_settings, roster, wave_timeout_s=0.5,
+                              tweak=lambda s: dataclasses.replace(s, wrapup_s=1.0)) as system:
+        first = await system.call("2 02121 2")
+        first_id = await system.wait_call_id(first)
+        assert await system.wait_state(first_id, {"bridged"}) == "bridged"
         caller = await system.call("2 02121 2")
         call_id = await system.wait_call_id(caller)
         await asyncio.sleep(1.0)
         assert rung(system, call_id) == []
-        system.db.client.hset("pr:responder:ana", "on_call_with", "")
+        await system.pbx.hangup(first.name)
         assert await system.wait_state(call_id, {"bridged"}) == "bridged"
         assert system.db.call(call_id)["accepted_by"] == "ana"
         await system.pbx.hangup(caller.name)

@@ -113,11 +113,16 @@ class Runtime:
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)
-        for task in self._tasks:
-            task.cancel()
         self.hub.wake_all()
 
         async def shut() -> None:
+            # Finish the loop's own tasks before it stops: a task left suspended would be
+            # resumed, with no loop, when it is collected.
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.redis.aclose()
 
         try:
