@@ -106,6 +106,18 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     offered = available_languages(settings, live)
     print(f"on the language menu: {', '.join(offered) or '(none)'}")
     left_out = [lang for lang in settings.languages if lang not in offered]
+    if not offered:
+        # A fresh clone: say what to do, not only that every language is off the menu.
+        if not any(row["recorded"] or row["reviewed"] or row["draft"]
+                   for row in rows_by_lang.values()):
+            print(f"nothing is rendered yet in {settings.prompts_path}: run `peoples-response "
+                  "prompts render` (espeak-ng voices every language it has; about a minute), or "
+                  "start `peoples-response up`, which renders what is missing first")
+        else:
+            print("no language has audio for every caller prompt: run `peoples-response prompts "
+                  "render`; `peoples-response check` lists what is missing")
+        texter_status(settings, live)
+        return 1
     if left_out:
         # Said here too, so nobody wonders why a configured language is never offered.
         print(f"left off the language menu (a caller prompt has no audio): {', '.join(left_out)}")

@@ -7,6 +7,7 @@ prompts (espeak-ng + sox) are real."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import shutil
@@ -300,3 +301,22 @@ async def test_a_responder_who_speaks_it_needs_no_interpreter(menu_settings):
         assert await until(lambda: "bridged" in kinds(system, call_id))
         assert not {"interpreter_added", "interpreter_missing"} & kinds(system, call_id)
         await system.pbx.hangup(caller.name)
+
+
+def test_prompts_status_on_a_fresh_clone_says_what_to_do(tmp_path, capsys) -> None:
+    from crisisline.prompts.catalog import load_catalog
+    from crisisline.prompts.render import render_all
+    from peoples_response.prompts_cmd import status
+
+    settings = config.load(env={}, var_dir=str(tmp_path), languages=("en", "es"))
+    db.upgrade(settings)
+    assert status(argparse.Namespace(), settings) == 1
+    out = capsys.readouterr().out
+    assert "on the language menu: (none)" in out
+    assert "nothing is rendered yet" in out and "peoples-response prompts render" in out
+
+    render_all(settings, load_catalog(), ["en"])
+    assert status(argparse.Namespace(), settings) == 0
+    out = capsys.readouterr().out
+    assert "on the language menu: en" in out and "nothing is rendered yet" not in out
+    assert "left off the language menu (a caller prompt has no audio): es" in out
