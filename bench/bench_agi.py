@@ -26,7 +26,17 @@ prompt catalog, at most --classic-max-calls calls per size: calls/s and the per-
 figures are rates, and the output says when a size was sampled. Redis database 15 is
 flushed at start, between runs and at the end.
 
+--pbx real: the same N silent callers (nothing pressed: default language, ZIP skipped, no
+message; 0.4 s tone prompts; each question waits 1 s) through the real Asterisk rendered
+from our configuration (Local channels into [from-direct], no SIP) and, in the same run,
+through the stand-in at time scale 1 (prompts and timeouts in real time), both served by
+a `peoples-response agi` process. The real PBX's turnaround is read from its AMI events
+(AGIExecEnd -> the next AGIExecStart of the channel, as Asterisk timestamps them); the
+PBX's own CPU per call is the Asterisk process's, next to this process's for the
+stand-in (it runs here). Ratios are real/stand-in.
+
     .venv/bin/python bench/bench_agi.py [--quick | --sizes 1,100,1000]
+    .venv/bin/python bench/bench_agi.py --pbx real [--sizes 1,100]
 """
 
 from __future__ import annotations
@@ -53,10 +63,27 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.realpbx import (  # noqa: E402
+    QUESTION_TIMEOUTS,
+    SILENT_KEYS,
+    SilentCallers,
+    asterisk_errors,
+    connect_ami,
+    event_time,
+    log_size,
+    require_asterisk,
+    run_interruptible,
+    short_prompts,
+    start_line,
+    stat_cpu_seconds,
+    stop_process,
+    wait_ready,
+)
 from crisisline import config  # noqa: E402
 from crisisline.prompts.catalog import load_catalog  # noqa: E402
 from crisisline.prompts.render import render_all  # noqa: E402
 from crisisline.stores.calls import EVENTS  # noqa: E402
+from localpbx.ami import Message  # noqa: E402
 from standin.agi_commands import parse_url  # noqa: E402
 from standin.agi_session import CONNECT_TIMEOUT_S, AgiSession  # noqa: E402
 from standin.caller import CallerScript  # noqa: E402
@@ -312,6 +339,9 @@ class Row:
     first_log_line: str = ""
     why: Counter[str] = field(default_factory=Counter)  # a failed session's last note
     note: str = ""
+    pbx: str = "stand-in"
+    pbx_cpu_s: float = float("nan")  # the PBX's own CPU (--pbx real: stand-in vs Asterisk)
+    issues: list[str] = field(default_factory=list)  # what went wrong on the real PBX
 
     @property
     def rate(self) -> float:
@@ -321,17 +351,23 @@ class Row:
     def cpu_per_call(self) -> float:
         return self.cpu_s / self.calls if self.calls else float("nan")
 
+    @property
+    def pbx_cpu_per_call(self) -> float:
+        return self.pbx_cpu_s / self.calls if self.calls else float("nan")
 
-def make_pbx(prompts: Path, agi_url: str, **kw) -> BenchPBX:
+
+def make_pbx(prompts: Path, agi_url: str, time_scale: float = 0.0, **kw) -> BenchPBX:
     return BenchPBX(ROOT / "dialplan" / "extensions.conf", globals_overrides={"PR_AGI": agi_url},
                     sounds_dirs=CORE_SOUNDS, prompts_dir=prompts, prompts_prefix="peoples-response",
-                    time_scale=0.0, **kw)
+                    time_scale=time_scale, **kw)
 
 
-async def place_calls(pbx: BenchPBX, n: int) -> tuple[float, list]:
+async def place_calls(pbx: BenchPBX, n: int, keys: str = KEYS) -> tuple[float, list]:
+    """All n at once; each returns when its call has ended (stay_s=0: the caller hangs up
+    as they reach the room, then the h extension's session runs)."""
     started = time.perf_counter()
     results = await asyncio.wait_for(asyncio.gather(
-        *(pbx.place_call("from-direct", "6175550100", CallerScript(keys=KEYS, stay_s=0))
+        *(pbx.place_call("from-direct", "6175550100", CallerScript(keys=keys, stay_s=0))
           for _ in range(n)), return_exceptions=True), CALLS_TIMEOUT_S)
     return time.perf_counter() - started, results
 
@@ -364,7 +400,11 @@ def read_log(row: Row, path: Path) -> None:
 
 
 async def run_fastagi(n: int, env: dict[str, str], prompts: Path, tmp: Path,
-                      r: redis.Redis) -> Row:
+                      r: redis.Redis, *, keys: str = KEYS, time_scale: float = 0.0,
+                      wall_to_room: bool = False) -> Row:
+    """The FastAGI server on the stand-in. With ``wall_to_room`` (the --pbx real
+    comparison) the wall ends at the last caller's ConfbridgeJoin, as on the real PBX,
+    rather than when the last call has ended."""
     r.flushdb()
     port = free_port()
     log = tmp / f"fastagi-{n}.log"
@@ -378,8 +418,18 @@ async def run_fastagi(n: int, env: dict[str, str], prompts: Path, tmp: Path,
         idle_kb = status_kb(server.pid, "VmRSS")
         cpu0 = cpu_seconds(server.pid)
         overflows0 = listen_overflows()
-        pbx = make_pbx(prompts, f"agi://127.0.0.1:{port}", session_class=TimedAgiSession)
-        wall, results = await place_calls(pbx, n)
+        pbx = make_pbx(prompts, f"agi://127.0.0.1:{port}", time_scale,
+                       session_class=TimedAgiSession)
+        joins: list[float] = []
+        if wall_to_room:
+            pbx.subscribe(lambda e: joins.append(time.perf_counter())
+                          if e.get("Event") == "ConfbridgeJoin" else None)
+        own0 = time.process_time()  # the stand-in runs in this process: its CPU is ours
+        started = time.perf_counter()
+        wall, results = await place_calls(pbx, n, keys)
+        if wall_to_room and joins:
+            wall = max(joins) - started
+        own = time.process_time() - own0
         cpu = cpu_seconds(server.pid) - cpu0
         hwm = status_kb(server.pid, "VmHWM")
         overflows = listen_overflows() - overflows0
@@ -394,7 +444,8 @@ async def run_fastagi(n: int, env: dict[str, str], prompts: Path, tmp: Path,
         server.stdout.close()
     row = Row("FastAGI", n, wall, pbx.timing, cpu, hwm, (hwm - idle_kb) / n,
               note=f"all {n} at once; idle RSS {idle_kb / 1024:.0f} MB; "
-                   f"listen backlog overflows (TcpExt ListenOverflows): {overflows}")
+                   f"listen backlog overflows (TcpExt ListenOverflows): {overflows}",
+              pbx_cpu_s=own)
     row = tally(row, results, r)
     read_log(row, log)
     r.flushdb()
@@ -429,6 +480,109 @@ async def run_classic(n: int, cap: int, env: dict[str, str], prompts: Path, tmp:
     return row
 
 
+# ---- --pbx real: the same silent callers through the real Asterisk -------------------------
+class AgiGaps:
+    """The FastAGI server's think time as the real Asterisk reports it over AMI: per channel,
+    an AGIExecEnd (the reply written) to the next AGIExecStart (the next command read), as
+    the stand-in's TimedAgiSession measures it inside the stand-in. A session's first
+    command is timed from the AGI application's Newexten, so it also holds the connect and
+    the agi_* block (the stand-in's starts once the block is written)."""
+
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
+        self._session: dict[int, float] = {}
+        self._reply: dict[int, float] = {}
+
+    def on_event(self, i: int, event: Message) -> None:
+        name = event.get("Event")
+        if name == "Newexten" and event.get("Application") == "AGI":
+            self._session[i] = event_time(event)
+            self._reply.pop(i, None)  # a new session: the gap since the last one isn't think time
+        elif name == "AGIExecStart":
+            at = event_time(event)
+            if i in self._session:
+                self.timing.first.append(at - self._session.pop(i))
+            elif i in self._reply:
+                self.timing.turnaround.append(at - self._reply.pop(i))
+        elif name == "AGIExecEnd":
+            self._reply[i] = event_time(event)
+
+
+def real_timeout(n: int) -> float:
+    """A silent call lasts about 6 s; this is for a PBX that got stuck, not a deadline."""
+    return 120.0 + 0.5 * n
+
+
+async def run_real(n: int, env: dict[str, str], prompts: Path, tmp: Path, r: redis.Redis) -> Row:
+    """N silent callers at once through the real Asterisk and a FastAGI server process."""
+    r.flushdb()
+    port = free_port()
+    log = tmp / f"real-fastagi-{n}.log"
+    with log.open("wb") as err:
+        server = subprocess.Popen([*AGI_CMD, "--host", "127.0.0.1", "--port", str(port)], env=env,
+                                  stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+    line = ami = callers = None
+    try:
+        await wait_ready(server, b"FastAGI on", 30, "FastAGI server")
+        line, stamped = await start_line(state=tmp / f"asterisk-{n}", prompts=prompts,
+                                         agi_url=f"agi://127.0.0.1:{port}")
+        assert line.pbx_proc is not None and line.pbx_proc.pid is not None
+        ami = await connect_ami(line)
+        callers = SilentCallers(line, ami, f"bn{n}", hang_up_in_room=True)
+        timing = Timing()
+        callers.listeners.append(AgiGaps(timing).on_event)
+        pbx_pid = line.pbx_proc.pid
+        idle_kb, pbx_idle_kb = status_kb(server.pid, "VmRSS"), status_kb(pbx_pid, "VmRSS")
+        cpu0, pbx_cpu0 = cpu_seconds(server.pid), stat_cpu_seconds(pbx_pid)
+        log0, overflows0 = log_size(line), listen_overflows()
+        own0 = time.process_time()  # this process only reads AMI events here: its share of the cores
+        await callers.place(n)
+        # Every caller hangs up once in their room (or in the fallback group): done when every
+        # ;2 channel is gone, i.e. its h extension's `hangup` session has run too.
+        finished = await callers.wait_for(lambda: len(callers.gone) + len(callers.refused) >= n,
+                                          real_timeout(n))
+        stuck = n - len(callers.gone) - len(callers.refused)
+        if not finished:
+            callers.hangup_all()
+            await callers.wait_for(lambda: len(callers.gone) >= len(callers.channels), 30)
+        cpu = cpu_seconds(server.pid) - cpu0
+        pbx_cpu = stat_cpu_seconds(pbx_pid) - pbx_cpu0
+        own = time.process_time() - own0
+        hwm, pbx_hwm = status_kb(server.pid, "VmHWM"), status_kb(pbx_pid, "VmHWM")
+        overflows = listen_overflows() - overflows0
+        wall = max(callers.joined.values()) - callers.placed_at if callers.joined else float("nan")
+        row = Row("FastAGI", n, wall, timing, cpu, hwm, (hwm - idle_kb) / n, pbx="real",
+                  pbx_cpu_s=pbx_cpu,
+                  note=f"all {n} at once; idle RSS {idle_kb / 1024:.0f} MB; Asterisk peak RSS "
+                       f"{pbx_hwm / 1024:.0f} MB (idle {pbx_idle_kb / 1024:.0f} MB); this "
+                       f"process, the AMI observer (every event), {own / n * 1000:.1f} ms CPU/call; "
+                       f"listen backlog overflows: {overflows}; event times: "
+                       + ("Asterisk's Timestamp" if stamped else "arrival (no Timestamp)"))
+        row.in_room = len(callers.joined)
+        row.fallback = len(callers.fallback)
+        row.not_success = sum(any(s != "SUCCESS" for s in st) for st in callers.agi_status.values())
+        row.issues += callers.refused[:5]
+        if stuck:
+            row.issues.append(f"{stuck} calls had not ended after {real_timeout(n):.0f} s")
+        errors = asterisk_errors(line, log0)
+        if errors:
+            row.issues.append(f"{len(errors)} Asterisk log lines at ERROR/WARNING, the first: "
+                              f"{errors[0][:160]}")
+    finally:
+        if callers is not None:
+            callers.close()
+        if ami is not None:
+            await ami.close()
+        if line is not None:
+            await line.stop()
+        await stop_process(server)
+    row.queued = len({body[b"call_id"] for _, body in r.xrange(EVENTS)
+                      if body.get(b"type") == b"queued"})
+    read_log(row, log)
+    r.flushdb()
+    return row
+
+
 # ---- output ----------------------------------------------------------------------------
 HEADER = (f"{'N':>5} {'mode':<8} {'calls':>5} {'wall s':>7} {'calls/s':>8} "
           f"{'turn p50 ms':>11} {'p99 ms':>7} {'1st cmd p50 ms':>14} {'CPU ms/call':>11} "
@@ -454,6 +608,7 @@ def problems(row: Row) -> list[str]:
         out.append(f"{row.not_success} with an AGISTATUS other than SUCCESS")
     for why, count in row.why.most_common(5):
         out.append(f"{count} sessions ended {why}")
+    out += row.issues
     if row.log_lines:
         out.append(f"{row.log_lines} log lines at WARNING or above, the first: {row.first_log_line}")
     return out
@@ -494,9 +649,68 @@ async def bench(sizes: list[int], classic_max: int, cap: int, env: dict[str, str
           "queued = distinct calls with a 'queued' event in Redis.")
 
 
+REAL_HEADER = (f"{'N':>5} {'PBX':<8} {'calls':>5} {'wall s':>7} {'calls/s':>8} "
+               f"{'turn p50 ms':>11} {'p99 ms':>7} {'1st cmd p50 ms':>14} {'AGI CPU ms/call':>15} "
+               f"{'peak MB':>8} {'MB/call':>8} {'queued':>7} {'in room':>7} {'PBX CPU ms/call':>15}")
+
+
+def fmt_real_row(n: int, row: Row) -> str:
+    t = row.timing
+    return (f"{n:>5} {row.pbx:<8} {row.calls:>5} {row.wall_s:>7.2f} {row.rate:>8.2f} "
+            f"{pct(t.turnaround, 50) * 1000:>11.3f} {pct(t.turnaround, 99) * 1000:>7.2f} "
+            f"{pct(t.first, 50) * 1000:>14.2f} {row.cpu_per_call * 1000:>15.2f} "
+            f"{row.peak_kb / 1024:>8.1f} {row.per_call_kb / 1024:>8.3f} "
+            f"{row.queued:>7} {row.in_room:>7} {row.pbx_cpu_per_call * 1000:>15.1f}")
+
+
+async def bench_real(sizes: list[int], env: dict[str, str], prompts: Path, tmp: Path,
+                     r: redis.Redis) -> None:
+    raise_nofile(max(sizes))
+    results: list[tuple[int, Row, Row]] = []
+    for n in sizes:
+        print(f"N={n}: FastAGI, stand-in (time scale 1) ...", file=sys.stderr, flush=True)
+        standin = await run_fastagi(n, env, prompts, tmp, r, keys=SILENT_KEYS, time_scale=1.0,
+                                    wall_to_room=True)
+        print(f"N={n}: FastAGI, real Asterisk ...", file=sys.stderr, flush=True)
+        real = await run_real(n, env, prompts, tmp, r)
+        results.append((n, standin, real))
+    print()
+    print(REAL_HEADER)
+    for n, standin, real in results:
+        print(fmt_real_row(n, standin))
+        print(fmt_real_row(n, real))
+        st, rt = standin.timing, real.timing
+        print(f"{'':>5} ratio real/stand-in: calls/s {ratio(real.rate, standin.rate):.2f}x, "
+              f"turnaround p50 {ratio(pct(rt.turnaround, 50), pct(st.turnaround, 50)):.2f}x, "
+              f"p99 {ratio(pct(rt.turnaround, 99), pct(st.turnaround, 99)):.2f}x, 1st command "
+              f"p50 {ratio(pct(rt.first, 50), pct(st.first, 50)):.2f}x, AGI CPU per call "
+              f"{ratio(real.cpu_per_call, standin.cpu_per_call):.2f}x, PBX CPU per call "
+              f"{ratio(real.pbx_cpu_per_call, standin.pbx_cpu_per_call):.2f}x")
+        for row in (standin, real):
+            print(f"{'':>5} {row.pbx}: {row.note}; commands timed: {len(row.timing.turnaround)}")
+            for problem in problems(row):
+                print(f"{'':>5} {row.pbx}: !! {problem}")
+    print("\nSilent callers (menu, ZIP, consent: nothing pressed), 0.4 s tone prompts, 1 s per "
+          "question, everyone at once; each hangs up as they reach the room, so the h "
+          "extension's `hangup` session runs too. wall = first call placed -> last caller in "
+          "the room. turn = reply written -> next command read: on the stand-in inside the "
+          "stand-in, on the real PBX from AMI events (AGIExecEnd -> next AGIExecStart of the "
+          "channel). 1st cmd: stand-in, agi_* block written -> first command; real, the AGI "
+          "application's Newexten -> first AGIExecStart (holds the connect and the agi_* "
+          "block). AGI CPU and peak MB: the FastAGI server process. PBX CPU: real, the "
+          "Asterisk process (/proc/<pid>/stat, 10 ms ticks; the waiting room's music "
+          "included); stand-in, this benchmark's own process, where the stand-in runs.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1,100,1000", help="comma-separated N (default 1,100,1000)")
+    parser.add_argument("--pbx", choices=("standin", "real"), default="standin",
+                        help="standin (default): FastAGI vs classic on the stand-in; real: FastAGI "
+                             "on the real Asterisk next to the stand-in, silent callers in real "
+                             "time (Asterisk installed by scripts/install-asterisk)")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated N (default 1,100,1000; --pbx real 1,100: bigger N "
+                             "works but takes minutes)")
     parser.add_argument("--quick", action="store_true",
                         help="N = 1, 20, 100, and classic at most 20 calls per size")
     parser.add_argument("--classic-concurrency", type=int, default=50,
@@ -504,7 +718,11 @@ def main() -> None:
     parser.add_argument("--classic-max-calls", type=int, default=None,
                         help="classic calls per size at most (default 100, --quick 20; 0 = all N)")
     args = parser.parse_args()
-    sizes = [1, 20, 100] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.pbx == "real":
+        main_real(args.sizes or "1,100")
+        return
+    sizes = [1, 20, 100] if args.quick else \
+        [int(s) for s in (args.sizes or "1,100,1000").split(",") if s.strip()]
     if args.classic_max_calls is None:
         args.classic_max_calls = 20 if args.quick else 100
 
@@ -524,6 +742,27 @@ def main() -> None:
                    PR_LOG_LEVEL="WARNING")
         asyncio.run(bench(sizes, args.classic_max_calls, args.classic_concurrency, env, prompts,
                           tmp, r))
+        print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    finally:
+        r.flushdb()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+
+def main_real(sizes_text: str) -> None:
+    require_asterisk()  # before anything is rendered: exit 2 and say what to run
+    sizes = [int(s) for s in sizes_text.split(",") if s.strip()]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-agi-real-"))
+    r = redis.Redis.from_url(REDIS_URL)
+    r.flushdb()
+    try:
+        started = time.perf_counter()
+        settings = config.load(env={}, var_dir=str(tmp), languages=("en", "es"))
+        prompts = short_prompts(tmp / "prompts", settings)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PR_")}
+        env.update(PR_REDIS_URL=REDIS_URL, PR_VAR_DIR=str(tmp), PR_PROMPTS_DIR=str(prompts),
+                   PR_LOG_LEVEL="WARNING", PR_LANGUAGES="en,es", **QUESTION_TIMEOUTS)
+        run_interruptible(bench_real(sizes, env, prompts, tmp, r))
         print(f"\ntotal {time.perf_counter() - started:.0f} s")
     finally:
         r.flushdb()

@@ -8,6 +8,13 @@ originates the moment it sees "queued" (no policy, no leases) - the floor the tr
 itself sets; the ratio is dispatcher / floor.
 
     .venv/bin/python bench/bench_dispatch.py [--sizes 1,50,500]
+    .venv/bin/python bench/bench_dispatch.py --pbx real [--sizes 1,50]
+
+--pbx real: N silent callers (nothing pressed; 0.4 s tone prompts; 1 s per question) through
+the real Asterisk rendered from our configuration (Local channels into [from-direct]), the
+responders' phones in the world Asterisk on E.164 numbers through the direct trunk
+(answering after 2 s, pressing 1 1.5 s into the whisper), and, in the same run, the same
+callers on the stand-in at time scale 1: the same figures for both, and real/stand-in.
 
 BENCH_MODES=dispatcher skips the floor; BENCH_PROFILE=FILE runs the dispatcher under
 cProfile and writes its profile there. The dispatcher rings up to PR_RING_PER_WAVE (4)
@@ -20,13 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import math
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import time as dtime
 from pathlib import Path
 
@@ -35,6 +45,21 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.realpbx import (  # noqa: E402
+    QUESTION_TIMEOUTS,
+    SILENT_KEYS,
+    SilentCallers,
+    asterisk_errors,
+    connect_ami,
+    event_time,
+    log_size,
+    require_asterisk,
+    run_interruptible,
+    short_prompts,
+    start_line,
+    stop_process,
+    wait_ready,
+)
 from crisisline import config, db  # noqa: E402
 from crisisline.prompts.catalog import load_catalog  # noqa: E402
 from crisisline.prompts.render import render_all  # noqa: E402
@@ -51,6 +76,18 @@ from standin.serve import build_pbx  # noqa: E402
 REDIS_DB = 12
 SECRET = "bench-secret-0123456789"
 TIME_SCALE = 0.01
+KEYS = "2 02121 2"
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What the callers do and how the stand-in's clock runs. The default is the stand-in
+    mode's; --pbx real runs silent callers in real time on both PBXs and waits until every
+    responder is in their caller's room rather than a fixed time."""
+
+    keys: str = KEYS
+    time_scale: float = TIME_SCALE
+    until_bridged: bool = False
 
 
 def free_port() -> int:
@@ -71,9 +108,14 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
-def roster(n: int) -> RosterSnapshot:
+def roster(n: int, e164: bool = False) -> RosterSnapshot:
+    """n responders on shift all week; ``e164``: mobiles the world Asterisk answers through
+    the direct trunk (+1617555xxxx, clear of the line's own numbers), else stand-in
+    endpoints."""
     team = Team("dot", "Dorchester", frozenset({"Dorchester"}))
-    people = tuple(Responder(f"r{i:04d}", f"R{i}", f"PJSIP/r{i:04d}", frozenset({"es", "en"}), "dot")
+    people = tuple(Responder(f"r{i:04d}", f"R{i}",
+                             f"+1617555{2000 + i:04d}" if e164 else f"PJSIP/r{i:04d}",
+                             frozenset({"es", "en"}), "dot")
                    for i in range(n))
     shifts = tuple(Shift(r.id, d, dtime(0), dtime(0)) for r in people for d in range(7))
     return RosterSnapshot((team,), people, shifts)
@@ -86,12 +128,16 @@ class Watch:
         self.first_originate: dict[str, float] = {}
         self.joined: dict[str, float] = {}
 
-    def on_event(self, event: dict) -> None:
-        now = time.time()
+    def on_event(self, event: dict, now: float | None = None) -> None:
+        """``now``: when the PBX produced the event (the real one's Timestamp)."""
+        now = time.time() if now is None else now
         uid = str(event.get("Uniqueid", ""))
         if event.get("Event") == "Newchannel" and uid.startswith("pr-"):
             self.first_originate.setdefault(uid.split("-")[1], now)
-        elif event.get("Event") == "ConfbridgeJoin" and "/r" in str(event.get("Channel", "")):
+        elif event.get("Event") == "ConfbridgeJoin" and (
+                "/r" in str(event.get("Channel", "")) or uid.startswith("pr-")):
+            # A responder's leg: PJSIP/r0001-... on the stand-in's endpoints; on E.164
+            # numbers only its uniqueid (the dispatcher's ChannelId, pr-<call>-...) says so.
             self.joined.setdefault(str(event.get("Conference", ""))[5:], now)
 
 
@@ -103,10 +149,17 @@ def call_times(r: redis.Redis) -> dict[str, dict[str, float]]:
     return out
 
 
-async def run_callers(pbx, n: int, wait_s: float) -> list:
+async def run_callers(pbx, n: int, wait_s: float, keys: str = KEYS,
+                      until: Callable[[], bool] | None = None) -> list:
+    """Start n callers; then wait ``wait_s``, or with ``until`` until it holds (at most wait_s)."""
     channels = [await pbx.start_call("from-direct", "6175550100",
-                                     CallerScript(keys="2 02121 2", stay_s=None)) for _ in range(n)]
-    await asyncio.sleep(wait_s)
+                                     CallerScript(keys=keys, stay_s=None)) for _ in range(n)]
+    if until is None:
+        await asyncio.sleep(wait_s)
+        return channels
+    deadline = time.time() + wait_s
+    while not until() and time.time() < deadline:
+        await asyncio.sleep(0.05)
     return channels
 
 
@@ -133,12 +186,30 @@ async def floor_client(settings, r: redis.Redis, stop: asyncio.Event) -> None:
     await ami.close()
 
 
-async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str]) -> dict:
+def real_roster_size(n: int, base: config.Settings) -> int:
+    """Enough responders for every caller's first wave at once (the stand-in mode's roster,
+    sized by its largest N, is that for every N but its last): how long a caller waits for a
+    free responder is the roster's doing, not the PBX's, and would swamp the comparison."""
+    return max(1, base.ring_per_wave) * n + 20
+
+
+def rtp_ports(n: int, base: config.Settings) -> int:
+    """Two ports (RTP + RTCP) per leg, a leg per phone rung, and room to spare."""
+    return max(400, 2 * real_roster_size(n, base) + 200)
+
+
+def bridge_timeout(n: int) -> float:
+    """Silent callers are queued ~3 s in and bridged ~4 s later; this is for a stuck run."""
+    return 60.0 + 1.0 * n
+
+
+async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
+                  work: Workload = Workload()) -> dict:
     r = redis.Redis.from_url(base.effective_redis_url)
     r.flushdb()
     agi_port = free_port()
     settings = dataclasses.replace(base, agi_port=agi_port, ami_secret=SECRET, ami_port=0)
-    pbx = build_pbx(settings, time_scale=TIME_SCALE)
+    pbx = build_pbx(settings, time_scale=work.time_scale)
     watch = Watch()
     pbx.subscribe(watch.on_event)
     server = AmiServer(pbx, username=settings.ami_user, secret=SECRET, host="127.0.0.1", port=0)
@@ -153,22 +224,47 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str])
     stop = asyncio.Event()
     floor_task = None
     dispatcher = None
-    await asyncio.sleep(1.5)
-    if mode == "dispatcher":
-        prof = os.environ.get("BENCH_PROFILE")
-        dexe = [sys.executable, "-m", "cProfile", "-o", prof, "-m", "peoples_response.cli"] if prof else exe
-        dispatcher = subprocess.Popen([*dexe, "dispatcher"], env=env, stdout=subprocess.DEVNULL)
-        procs.append(dispatcher)
-        await asyncio.sleep(2.5)
-        cpu0 = cpu_seconds(dispatcher.pid)
-    else:
-        floor_task = asyncio.create_task(floor_client(settings, r, stop))
-        await asyncio.sleep(0.3)
-    started = time.time()
-    channels = await run_callers(pbx, n, wait_s=min(60.0, 4.0 + n * 0.05))
-    wall = time.time() - started
-    cpu = cpu_seconds(dispatcher.pid) - cpu0 if dispatcher else float("nan")
-    times = call_times(r)
+    try:  # the processes end with the run, even a failed or interrupted one
+        await asyncio.sleep(1.5)
+        if mode == "dispatcher":
+            prof = os.environ.get("BENCH_PROFILE")
+            dexe = [sys.executable, "-m", "cProfile", "-o", prof, "-m", "peoples_response.cli"] \
+                if prof else exe
+            dispatcher = subprocess.Popen([*dexe, "dispatcher"], env=env, stdout=subprocess.DEVNULL)
+            procs.append(dispatcher)
+            await asyncio.sleep(2.5)
+            cpu0 = cpu_seconds(dispatcher.pid)
+        else:
+            floor_task = asyncio.create_task(floor_client(settings, r, stop))
+            await asyncio.sleep(0.3)
+        started = time.time()
+        if work.until_bridged:
+            channels = await run_callers(pbx, n, bridge_timeout(n), work.keys,
+                                         until=lambda: len(watch.joined) >= n)
+        else:
+            channels = await run_callers(pbx, n, wait_s=min(60.0, 4.0 + n * 0.05))
+        wall = time.time() - started
+        cpu = cpu_seconds(dispatcher.pid) - cpu0 if dispatcher else float("nan")
+        row = figures(mode, n, wall, watch, call_times(r), cpu)
+        stop.set()
+        if floor_task:
+            await floor_task
+        for ch in channels:
+            await pbx.hangup(ch.name)
+    finally:
+        stop.set()
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        await server.close()
+        await pbx.close()
+    return row
+
+
+def figures(mode: str, n: int, wall: float, watch: Watch, times: dict[str, dict[str, float]],
+            cpu: float) -> dict:
+    """Per call, from Redis's event times and the PBX's: queued -> first Originate,
+    queued -> wave planned, accepted -> the responder's leg in the room."""
     overhead, bridge, planned = [], [], []
     for call_id, t in times.items():
         if "queued" in t and call_id in watch.first_originate:
@@ -177,26 +273,154 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str])
             planned.append(t["wave_started"] - t["queued"])
         if "accepted" in t and call_id in watch.joined:
             bridge.append(watch.joined[call_id] - t["accepted"])
-    stop.set()
-    if floor_task:
-        await floor_task
-    for ch in channels:
-        await pbx.hangup(ch.name)
-    for p in procs:
-        p.terminate()
-        p.wait(10)
-    await server.close()
-    await pbx.close()
     bridged = sum(1 for t in times.values() if "accepted" in t)
     return {"mode": mode, "n": n, "wall": wall, "bridged": bridged, "overhead": overhead,
             "bridge": bridge, "planned": planned, "cpu_per_call": cpu / max(1, bridged)}
 
 
+async def one_run_real(n: int, base: config.Settings, env: dict[str, str], tmp: Path) -> dict:
+    """The same callers through the real Asterisk, the world's phones answering; the FastAGI
+    server and the dispatcher as processes, as on the stand-in."""
+    r = redis.Redis.from_url(base.effective_redis_url)
+    r.flushdb()
+    agi_port = free_port()
+    env = {**env, "PR_AGI_PORT": str(agi_port)}
+    exe = [sys.executable, "-m", "peoples_response.cli"]
+    procs = [subprocess.Popen([*exe, "agi"], env=env, stdout=subprocess.PIPE)]
+    line = ami = callers = None
+    try:
+        await wait_ready(procs[0], b"FastAGI on", 30, "FastAGI server")
+        line, stamped = await start_line(state=tmp / f"asterisk-{n}", prompts=base.prompts_path,
+                                         agi_url=f"agi://127.0.0.1:{agi_port}", desk=True,
+                                         extra_env={"PR_REASSURE_S": str(base.reassure_s)},
+                                         rtp_ports=rtp_ports(n, base))
+        assert line.layout is not None and line.observer is not None
+        await line.set_phones(default="answer:2")
+        watch = Watch()
+        line.observer.subscribers.append(lambda e: watch.on_event(e, event_time(e)))
+        dispatcher = subprocess.Popen(
+            [*exe, "dispatcher"], stdout=subprocess.PIPE,
+            env={**env, "PR_AMI_HOST": line.layout.host, "PR_AMI_PORT": str(line.layout.ami_port),
+                 "PR_AMI_SECRET": line.ami_secret})
+        procs.append(dispatcher)
+        await wait_ready(dispatcher, b"dispatcher: AMI", 30, "dispatcher")
+        await asyncio.sleep(1.0)  # its reconcile at start, then its loops: as the stand-in's 2.5 s
+        cpu0 = cpu_seconds(dispatcher.pid)
+        log0 = log_size(line)
+        ami = await connect_ami(line)
+        callers = SilentCallers(line, ami, f"bd{n}", hang_up_in_room=False)
+        started = time.time()
+        await callers.place(n)
+        await callers.wait_for(lambda: len(watch.joined) >= n, bridge_timeout(n))
+        wall = time.time() - started
+        cpu = cpu_seconds(dispatcher.pid) - cpu0
+        row = figures("real", n, wall, watch, call_times(r), cpu)
+        callers.hangup_all()
+        await callers.wait_for(lambda: len(callers.gone) >= len(callers.channels), 30)
+        issues = list(callers.refused[:5])
+        if callers.fallback:
+            issues.append(f"{len(callers.fallback)} callers went to the fallback group")
+        errors = asterisk_errors(line, log0)
+        if errors:
+            issues.append(f"{len(errors)} Asterisk log lines at ERROR/WARNING, the first: "
+                          f"{errors[0][:160]}")
+        if not stamped:
+            issues.append("event times are arrival times (Asterisk gave no Timestamp)")
+        row["issues"] = issues
+    finally:
+        # The dispatcher first: stopping Asterisk under it only makes it log a lost connection.
+        for p in reversed(procs):
+            await stop_process(p)
+        if callers is not None:
+            callers.close()
+        if ami is not None:
+            await ami.close()
+        if line is not None:
+            await line.stop()
+    return row
+
+
+def print_row(n: int, row: dict) -> None:
+    o, b = row["overhead"], row["bridge"]
+    print(f"{n:>5} {row['mode']:<11} {row['bridged']:>8} "
+          f"{pct(o, 50) * 1000:>14.1f} / {pct(o, 99) * 1000:>8.1f}    "
+          f"{pct(b, 50) * 1000:>12.1f} / {pct(b, 99) * 1000:>8.1f}   "
+          f"{row['cpu_per_call'] * 1000:>16.2f}")
+    if row["planned"]:
+        w = row["planned"]
+        print(f"{'':>5} {'':<11} {'':>8} of which queued->wave planned (Redis events): "
+              f"p50 {pct(w, 50) * 1000:.1f} / p99 {pct(w, 99) * 1000:.1f} ms")
+    for issue in row.get("issues", []):
+        print(f"{'':>5} {row['mode']}: !! {issue}")
+
+
+HEADER = (f"{'N':>5} {'mode':<11} {'bridged':>8} {'queued->originate p50/p99 ms':>30} "
+          f"{'accept->bridge p50/p99 ms':>27} {'dispatcher CPU ms/call':>23}")
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+def main_real(sizes: list[int]) -> None:
+    require_asterisk()  # before anything is rendered: exit 2 and say what to run
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dispatch-real-"))
+    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    try:
+        base = config.load(env={}, var_dir=str(tmp), redis_url=url, wave_timeout_s=20.0,
+                           languages=("en", "es"))
+        base = dataclasses.replace(base, prompts_dir=str(short_prompts(tmp / "prompts", base)))
+        db.upgrade(base)
+        RosterStore(db.engine_for(base), base.timezone).replace_all(
+            roster(real_roster_size(max(sizes), base), e164=True))
+        # Our own settings only: a PR_ variable of the shell (a secret, a port) must not leak in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PR_")}
+        env.update(PR_VAR_DIR=str(tmp), PR_REDIS_URL=url, PR_LOG_LEVEL="WARNING",
+                   PR_WAVE_TIMEOUT_S="20", PR_PROMPTS_DIR=str(base.prompts_path),
+                   PR_LANGUAGES="en,es", **QUESTION_TIMEOUTS)
+        silent = Workload(keys=SILENT_KEYS, time_scale=1.0, until_bridged=True)
+        print(HEADER)
+        for n in sizes:
+            print(f"N={n}: stand-in (time scale 1) ...", file=sys.stderr, flush=True)
+            standin = run_interruptible(one_run(n, "dispatcher", base, env, silent))
+            standin["mode"] = "stand-in"
+            print(f"N={n}: real Asterisk ...", file=sys.stderr, flush=True)
+            real = run_interruptible(one_run_real(n, base, env, tmp))
+            for row in (standin, real):
+                print_row(n, row)
+            rp = [ratio(pct(real[k], p), pct(standin[k], p))
+                  for k in ("overhead", "bridge") for p in (50, 99)]
+            print(f"{'':>5} ratio real/stand-in: queued->originate p50 {rp[0]:.2f}x, p99 "
+                  f"{rp[1]:.2f}x; accept->bridge p50 {rp[2]:.2f}x, p99 {rp[3]:.2f}x; dispatcher "
+                  f"CPU per call {ratio(real['cpu_per_call'], standin['cpu_per_call']):.2f}x",
+                  flush=True)
+        print("\nSilent callers (nothing pressed), 0.4 s tone prompts, 1 s per question, all at "
+              "once; phones answer after 2 s and press 1 1.5 s into the whisper. Times as each "
+              "PBX produced its events: queued (the IVR's Redis event) -> the first Newchannel "
+              "of the call's pr-<call>- legs; accepted (the whisper's Redis event) -> the "
+              "responder's leg's ConfbridgeJoin. Real PBX: Asterisk's event Timestamps. "
+              "Dispatcher CPU: /proc/<pid>/stat, 10 ms ticks, over bridged calls.")
+    finally:
+        if not os.environ.get("BENCH_KEEP"):
+            redis.Redis.from_url(url).flushdb()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="1,50,500")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pbx", choices=("standin", "real"), default="standin",
+                        help="standin (default): the dispatcher vs a bare AMI floor on the "
+                             "stand-in; real: on the real Asterisk next to the stand-in, "
+                             "silent callers in real time (Asterisk installed by "
+                             "scripts/install-asterisk)")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated N (default 1,50,500; --pbx real 1,50: bigger N, "
+                             "up to about 500 (RTP ports), works but takes minutes)")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.pbx == "real":
+        main_real([int(s) for s in (args.sizes or "1,50").split(",") if s.strip()])
+        return
+    sizes = [int(s) for s in (args.sizes or "1,50,500").split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
     base = config.load(env={}, var_dir=str(tmp), redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
                        wave_timeout_s=20.0)
@@ -205,21 +429,12 @@ def main() -> None:
     RosterStore(db.engine_for(base), base.timezone).replace_all(roster(max(sizes) + 20))
     env = {**os.environ, "PR_VAR_DIR": str(tmp), "PR_REDIS_URL": base.effective_redis_url,
            "PR_LOG_LEVEL": "WARNING", "PR_WAVE_TIMEOUT_S": "20"}
-    print(f"{'N':>5} {'mode':<11} {'bridged':>8} {'queued->originate p50/p99 ms':>30} "
-          f"{'accept->bridge p50/p99 ms':>27} {'dispatcher CPU ms/call':>23}")
+    print(HEADER)
     for n in sizes:
         modes = os.environ.get("BENCH_MODES", "floor,dispatcher").split(",")
         rows = [asyncio.run(one_run(n, mode, base, env)) for mode in modes]
         for row in rows:
-            o, b = row["overhead"], row["bridge"]
-            print(f"{n:>5} {row['mode']:<11} {row['bridged']:>8} "
-                  f"{pct(o, 50) * 1000:>14.1f} / {pct(o, 99) * 1000:>8.1f}    "
-                  f"{pct(b, 50) * 1000:>12.1f} / {pct(b, 99) * 1000:>8.1f}   "
-                  f"{row['cpu_per_call'] * 1000:>16.2f}")
-            if row["planned"]:
-                w = row["planned"]
-                print(f"{'':>5} {'':<11} {'':>8} of which queued->wave planned (Redis events): "
-                      f"p50 {pct(w, 50) * 1000:.1f} / p99 {pct(w, 99) * 1000:.1f} ms")
+            print_row(n, row)
         if len(rows) == 2 and rows[0]["overhead"] and rows[1]["overhead"]:
             floor, disp = rows
             print(f"{'':>5} ratio dispatcher/floor, queued->originate p50: "
