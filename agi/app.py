@@ -12,6 +12,7 @@ from typing import Any
 from agi.menu import MenuLanguages
 from crisisline.config import Settings
 from crisisline.stores import async_redis
+from crisisline.stores.callbacks import CallbackStore
 from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore
 
@@ -27,10 +28,13 @@ class AgiApp:
     menu: MenuLanguages = field(default=None)  # type: ignore[assignment]
     # Work started by a call that must not hold the call up (speaking a note aloud).
     background: set[asyncio.Task] = field(default_factory=set)
+    callbacks: CallbackStore = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.menu is None:
             self.menu = MenuLanguages(self.settings)
+        if self.callbacks is None:
+            self.callbacks = CallbackStore(self.store.redis)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -20,7 +20,9 @@ class State(StrEnum):
     WAITING = "waiting"        # in its waiting room, in the queue
     DISPATCHING = "dispatching"  # taken from the queue by a dispatcher, responders ringing
     BRIDGED = "bridged"        # a responder is with the caller
-    CALLBACK = "callback"      # no one free: a callback request is waiting
+    CALLBACK = "callback"      # (records before callbacks were worked by the line itself)
+    CALLBACK_FAILED = "callback_failed"  # a callback request's every attempt went unanswered
+    CANCELLED = "cancelled"    # a supervisor cancelled a callback request whose caller had left
     FALLBACK = "fallback"      # the dialplan's static ring group has the caller
     ENDED = "ended"            # finished after reaching a person
     ABANDONED = "abandoned"    # the caller hung up before reaching a person

@@ -110,6 +110,11 @@ class Settings:
     # A queued caller no dispatcher has taken (or renewed its hold on) for this long reaches
     # the fallback group through Asterisk alone.
     unattended_s: int = 45
+    # Callbacks (issue 12): attempts before a request is marked callback_failed, seconds
+    # between attempts, and how long the caller's phone rings on each (the responder hears it).
+    callback_attempts: int = 3
+    callback_retry_s: float = 600.0
+    callback_ring_s: int = 40
 
     # Transcription (issue 4)
     vosk_models: Mapping[str, str] = field(default_factory=dict)
@@ -318,6 +323,12 @@ def validate(s: Settings) -> list[str]:
         problems.append("reassure_s must be between 5 and 600 seconds")
     if not 5 <= s.unattended_s <= 300:
         problems.append("unattended_s must be between 5 and 300 seconds")
+    if not 1 <= s.callback_attempts <= 10:
+        problems.append("callback_attempts must be between 1 and 10")
+    if s.callback_retry_s < 0:
+        problems.append("callback_retry_s must be 0 or more")
+    if not 10 <= s.callback_ring_s <= 120:
+        problems.append("callback_ring_s must be between 10 and 120 seconds")
     if s.clock:
         from crisisline.clock import ClockError, parse_pinned
 

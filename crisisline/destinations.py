@@ -62,3 +62,11 @@ def refusal(destination: str, settings: Settings) -> str | None:
     if e164 in police:
         return f"{destination} is listed as a police line; this line never calls the police"
     return None
+
+
+def dial_string(destination: str) -> str:
+    """What Asterisk dials for a destination that passed :func:`refusal`: a desk phone's
+    endpoint as it is, a number through the carrier's trunk."""
+    if destination.startswith(("PJSIP/", "SIP/")):
+        return destination
+    return f"PJSIP/{destination}@direct-trunk"

@@ -26,6 +26,8 @@ class CallerScript:
 
     keys: list[str] = field(default_factory=list)
     hangup_after: int | None = None
+    # Hang up once this prompt (its name, e.g. "callback_confirmed") has been heard.
+    leave_after: str | None = None
     caller_id_num: str | None = None
     caller_id_name: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
@@ -86,11 +88,13 @@ class Caller:
         self.armed = None
         return keys, max(at - start, 0.0)
 
-    def hear(self) -> bool:
+    def hear(self, name: str = "") -> bool:
         """A prompt was played; True when the caller hangs up on it."""
         self.prompts_heard += 1
         limit = self.script.hangup_after
-        if limit is not None and self.prompts_heard >= limit and not self.hung_up:
+        leave = self.script.leave_after
+        if not self.hung_up and ((limit is not None and self.prompts_heard >= limit) or
+                                 (leave and name.rsplit("/", 1)[-1] == leave)):
             self.hung_up = True
             return True
         return False

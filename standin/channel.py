@@ -106,6 +106,11 @@ class Channel:
         self.last_key, self.last_keys, self.last_endpos = "", "", 0
         # SHARED() variables (func_global): their own namespace, settable from elsewhere.
         self.shared: dict[str, str] = {}
+        # Variables a Dial passes to the channel it creates: name -> True for __VAR (on to
+        # that channel's own children too), False for _VAR (one level).
+        self.inheritable: dict[str, bool] = {}
+        # What answered when this channel was dialled (a phone behaviour's kind), for AMD().
+        self.answered_by = ""
         # CONFBRIDGE(user,...) on this channel: a dynamic user profile (None: none set).
         self.dynamic_user: dict[str, str] | None = None
         self.hangup_cause = 16
@@ -220,7 +225,11 @@ class Channel:
             else:
                 self.trace.log.append(f"write to unsupported function {name}")
             return
-        name = name.lstrip("_")  # _VAR / __VAR: inheritance prefixes, not part of the name
+        if name.startswith("_"):
+            # _VAR / __VAR: inheritance prefixes (a Dial's new channel gets them), not part
+            # of the name.
+            self.inheritable[name.lstrip("_")] = name.startswith("__")
+            name = name.lstrip("_")
         self.variables[name] = value
         self.emit({"Event": "VarSet", "Privilege": "dialplan,all", **self.snapshot(),
                    "Variable": name, "Value": value})

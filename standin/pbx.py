@@ -103,6 +103,7 @@ class StandinPBX:
         self.astdb: dict[tuple[str, str], str] = {}
         # (room, prompt) played into a room by a Local channel (pr-announce).
         self.announcements: list[tuple[str, str]] = []
+        self.dialled: list[Channel] = []  # every channel a Dial() created (standin/dial.py)
         self.events: list[dict[str, Any]] = []
         self._rooms: dict[str, Room] = {}
         self._subscribers: list[EventCallback] = []
@@ -113,6 +114,10 @@ class StandinPBX:
                           "userevent": self._app_userevent, "wait": self._app_wait,
                           "channelredirect": self._app_channelredirect}.items():
             self.interp.apps[name] = app
+        from standin import dial
+
+        self.interp.apps["amd"] = lambda ch, data: dial.app_amd(self, ch, data)
+        self.interp.apps["waitforsilence"] = lambda ch, data: dial.app_waitforsilence(self, ch, data)
 
     # ---- events ------------------------------------------------------------------
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
@@ -203,15 +208,25 @@ class StandinPBX:
                 ch.request_hangup("dialplan", at="end of dialplan")
             await self.interp.run_h(ch)
         finally:
-            for room in list(self._rooms.values()):
-                if ch.name in room.members:
-                    self._leave(room, ch)
-            ch.state = STATE_DOWN
-            cause = ch.hangup_cause
-            self.emit({"Event": "Hangup", "Privilege": "call,all", **ch.snapshot(),
-                       "Cause": str(cause), "Cause-txt": CAUSE_TEXT.get(cause, "Unknown")})
-            self.channels.pop(ch.name, None)
-            ch.finished.set()
+            self._gone(ch)
+
+    async def _finish(self, ch: Channel) -> None:
+        """A channel hung up outside its own task (a Dial's called leg): h, then gone."""
+        try:
+            await self.interp.run_h(ch)
+        finally:
+            self._gone(ch)
+
+    def _gone(self, ch: Channel) -> None:
+        for room in list(self._rooms.values()):
+            if ch.name in room.members:
+                self._leave(room, ch)
+        ch.state = STATE_DOWN
+        cause = ch.hangup_cause
+        self.emit({"Event": "Hangup", "Privilege": "call,all", **ch.snapshot(),
+                   "Cause": str(cause), "Cause-txt": CAUSE_TEXT.get(cause, "Unknown")})
+        self.channels.pop(ch.name, None)
+        ch.finished.set()
 
     async def hangup(self, channel_name: str, cause: int = 16) -> bool:
         """Hang a channel up (as AMI Hangup would) and wait until its h extension ran."""
@@ -345,7 +360,7 @@ class StandinPBX:
                 return samples, interrupted
             ch.trace.log.append(f"key {keys} lost during {name} (no escape digits)")
         interrupted = await self.wait(ch, length)
-        if not interrupted and ch.caller.hear():
+        if not interrupted and ch.caller.hear(name):
             ch.request_hangup("caller", at=name)
         return samples, interrupted
 
@@ -408,8 +423,14 @@ class StandinPBX:
         return 0  # capture 07b: ConfBridge ended by a hang-up still returns 0
 
     async def _app_dial(self, ch: Channel, data: str) -> int:
-        args = [*separate_args(data), ""]
+        args = [*separate_args(data), "", ""]
         dest, timeout = args[0].strip(), args[1].strip()
+        if ch.context != "pr-fallback":
+            # A callback ([pr-callback-call]): a phone that answers, or not (standin/dial.py).
+            from standin import dial
+
+            seconds = float(timeout) if timeout.replace(".", "", 1).isdigit() else 0.0
+            return await dial.dial(self, ch, dest, seconds, args[2].strip())
         ch.trace.dialed.append(dest)
         fallback = self.interp.globals.get("PR_FALLBACK_DIAL")
         if fallback is None or dest == fallback:

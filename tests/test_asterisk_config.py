@@ -161,9 +161,29 @@ def _asterisklint(path: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+# Applications asterisklint 0.4 has no definition for, and the module that provides each in
+# our build (asterisk/build-modules.txt): its "does not exist" is about its own list.
+LINT_UNKNOWN_APPS = {"AMD": "app_amd", "WaitForSilence": "app_waitforsilence"}
+
+
+def lint_problems(path: Path) -> list[str]:
+    """asterisklint's findings, less its not knowing applications our build has."""
+    result = _asterisklint(path)
+    out = (result.stdout + result.stderr).splitlines()
+    built = set((AST / "build-modules.txt").read_text().split())
+    rest = []
+    for line in out:
+        app = re.search(r"E_APP_MISSING: app '([^']+)' does not exist", line)
+        if app and app.group(1) in LINT_UNKNOWN_APPS:
+            assert LINT_UNKNOWN_APPS[app.group(1)] in built, line
+            continue
+        rest.append(line)
+    return [line for line in rest if line.strip()]
+
+
 def test_dialplan_passes_asterisklint() -> None:
-    result = _asterisklint(DIALPLAN)
-    assert result.returncode == 0, result.stdout + result.stderr
+    problems = lint_problems(DIALPLAN)
+    assert not problems, "\n".join(problems)
 
 
 # ---- (3) the .conf files ---------------------------------------------------------------------
@@ -573,8 +593,8 @@ def test_entrypoint_writes_globals_and_secrets(conf_src: Path, tmp_path: Path) -
     assert written["PR_FALLBACK_RING_S"] == "40"
     assert written["PR_PROMPTS"] == dialplan_globals()["PR_PROMPTS"]
     # The rewritten dialplan is still one asterisklint accepts.
-    lint = _asterisklint(etc / "extensions.conf")
-    assert lint.returncode == 0, lint.stdout + lint.stderr
+    problems = lint_problems(etc / "extensions.conf")
+    assert not problems, "\n".join(problems)
 
     manager = pyst2_sections(etc / "manager.conf")
     assert manager["peoples-response"]["secret"] == [SECRET]

@@ -150,19 +150,24 @@ async def test_nobody_answers_the_caller_is_offered_a_callback_then_the_fallback
         live_settings):
     async with running_system(live_settings, SPANISH_DOT, wave_timeout_s=0.4, max_wait_s=6,
                               default_phone="never") as system:
-        caller = await system.call("2 02121 2 1", caller_id_num="6175550142")
+        # A callback, at this (safe) number, no message; the caller stays on the line.
+        caller = await system.call("2 02121 2 1 1 2", caller_id_num="6175550142")
         call_id = await system.wait_call_id(caller)
-        state = await system.wait_state(call_id, {"callback", "fallback"}, timeout=20)
-        assert state == "callback"
+        assert await system.wait_state(call_id, {"fallback"}, timeout=20) == "fallback"
         record = system.db.call(call_id)
         assert record["callback_number"] == "+16175550142"
+        assert record["cb_state"] == "requested"  # kept while they are with the fallback group
         names = [p.rsplit("/", 1)[-1] for p in caller.trace.prompts]
-        assert "callback_offer" in names and "callback_confirmed" in names
+        assert "callback_offer" in names and "callback_safe" in names
+        assert "callback_message" in names and "callback_confirmed" in names
         await asyncio.sleep(0.5)
         assert caller.trace.fallback_dialed  # and a person is still being looked for
         dialed = " ".join(caller.trace.dialed)
         assert "911" not in dialed
+        # Nobody at the fallback group answered: leaving, they keep the request, in place.
         await system.pbx.hangup(caller.name)
+        record = system.db.call(call_id)
+        assert record["cb_state"] == "pending" and record["state"] in ("waiting", "dispatching")
 
 
 async def test_a_supervisor_can_ring_a_chosen_responder_now(live_settings):

@@ -17,11 +17,16 @@ CALLER = ["language_option", "language_more", "promise", "transfer_promise", "as
           "zip_not_recognized", "invalid_key", "ask_consent", "record_message", "waiting",
           "still_looking", "connecting", "callback_offer",
           "callback_enter_number", "callback_confirmed", "goodbye_callback", "interpreter_joining",
-          "interpreter_unavailable", "responder_left"]
+          "interpreter_unavailable", "responder_left", "callback_safe", "callback_message",
+          "callback_hello", "callback_voicemail", "callback_still_coming"]
 RESPONDER = ["whisper_intro", "whisper_source_direct", "whisper_source_911",
              "whisper_source_988", "whisper_language", "whisper_neighborhood_unknown",
              "whisper_press_1", "whisper_taken", "whisper_message", "neighborhood", "whisper_note",
-             "whisper_still_recording", "whisper_interpreter_unavailable"]
+             "whisper_still_recording", "whisper_interpreter_unavailable", "whisper_callback",
+             "whisper_callback_safe_here", "whisper_callback_other_number",
+             "whisper_callback_message_ok", "whisper_callback_no_message",
+             "whisper_press_1_callback", "callback_calling", "callback_not_reached",
+             "callback_machine_hung_up", "callback_message_left"]
 BOSTON = ["en", "es", "ht", "kea", "pt", "yue", "cmn", "vi", "ar", "so", "ru", "fr", "am"]
 
 TINY = """

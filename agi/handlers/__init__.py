@@ -28,6 +28,6 @@ def handler(name: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> dict[str, Handler]:
     """Import the handler modules (they register themselves)."""
-    from agi.handlers import callback, hangup, intake, whisper  # noqa: F401
+    from agi.handlers import callback, callback_call, hangup, intake, whisper  # noqa: F401
 
     return HANDLERS

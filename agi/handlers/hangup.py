@@ -16,7 +16,9 @@ import re
 from agi.app import AgiApp
 from agi.handlers import handler
 from agi.session import AgiSession
+from crisisline import callbacks as cb
 from crisisline.call import State
+from crisisline.stores.calls import LIVE
 
 log = logging.getLogger(__name__)
 CALL_ID = re.compile(r"^[0-9a-f]{6,32}$")
@@ -44,6 +46,15 @@ async def hangup(session: AgiSession, app: AgiApp) -> None:
         if call.state in (State.IVR, State.WAITING, State.DISPATCHING):
             await store.to_fallback(call_id, "fallback_group")
         await store.event(call_id, "caller_left", state="fallback", answered=int(answered))
+        if (await app.callbacks.fields(call_id)).get("cb_state") == cb.REQUESTED:
+            # They held a callback request: a person at the desk answered it; nobody did,
+            # and it is pending again, from the call's own place.
+            if answered:
+                await app.callbacks.close(call_id, cb.FALLBACK_ANSWERED,
+                                          await store.field(call_id, "callback_number") or "")
+                await store.redis.srem(LIVE, call_id)
+            else:
+                await app.callbacks.after_fallback(call_id)
         return
     if call.state is State.BRIDGED:
         await store.end(call_id, State.ENDED, "bridged", "call_ended")

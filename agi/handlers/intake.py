@@ -19,6 +19,7 @@ import uuid
 
 from agi.app import AgiApp
 from agi.handlers import handler
+from agi.handlers.callback import returning_caller
 from agi.session import ESCAPE_ALL, AgiSession, CallerHungUp, PlaybackFailed
 from crisisline import ivr
 from crisisline.call import Call, Source, new_call_id
@@ -244,12 +245,15 @@ async def intake(session: AgiSession, app: AgiApp) -> None:
     s = app.settings
     h = session.headers
     source = parse_source(h.query.get("source"))
+    number = normalize_number(h.get("agi_callerid"), s.region, h.get("agi_callingpres"))
+    if source is Source.DIRECT and await returning_caller(session, app, number):
+        return  # back for their callback: they wait on the line in its place, or keep it
     call = Call(
         id=new_call_id(),
         source=source,
         language=s.default_language,
         priority=s.priority_for(source.value),
-        caller_number=normalize_number(h.get("agi_callerid"), s.region, h.get("agi_callingpres")),
+        caller_number=number,
         channel=h.get("agi_channel")[:200],
         # Channel names start again at 00000000 when Asterisk restarts; uniqueids don't.
         extra={"uniqueid": h.get("agi_uniqueid")[:150]},

@@ -18,6 +18,7 @@ import re
 from agi.app import AgiApp
 from agi.handlers import handler
 from agi.session import ESCAPE_ALL, AgiSession, CallerHungUp, PlaybackFailed
+from crisisline import callbacks as cb
 from crisisline import destinations
 from crisisline.call import Call
 from crisisline.neighborhoods import slug
@@ -27,6 +28,7 @@ ID = re.compile(r"^[0-9A-Za-z_.\-]{1,64}$")
 ACCEPT_TIMEOUT_MS = 8000
 CONNECT = "pr-connect"
 CONNECT_WITH_INTERPRETER = "pr-connect-interpreter"
+CALLBACK_CALL = "pr-callback-call"
 
 
 class Keyed(Exception):
@@ -53,9 +55,13 @@ async def _play_file(session: AgiSession, path: str) -> None:
         raise Keyed(key)
 
 
-async def play_whisper(session: AgiSession, app: AgiApp, call: Call, language: str = "en") -> None:
-    """The whisper; raises Keyed at the first key the responder presses."""
+async def play_whisper(session: AgiSession, app: AgiApp, call: Call, language: str = "en",
+                       request: dict[str, str] | None = None) -> None:
+    """The whisper; raises Keyed at the first key the responder presses. ``request``: the
+    call's callback fields when the caller asked to be called back and has left."""
     await _play(session, app, language, "whisper_intro")
+    if request:
+        await _play(session, app, language, "whisper_callback")
     await _play(session, app, language, f"whisper_source_{call.source.value}")
     await _play(session, app, language, f"whisper_language_{call.language}")
     if call.neighborhood:
@@ -74,6 +80,17 @@ async def play_whisper(session: AgiSession, app: AgiApp, call: Call, language: s
         await _play_file(session, recording)
     elif state == "recording":
         await _play(session, app, language, "whisper_still_recording")
+    if request:
+        # What the caller said about their safety, obeyed by the line (and told here).
+        await _play(session, app, language, "whisper_callback_safe_here"
+                    if request.get("cb_safe_here") == "1" else "whisper_callback_other_number")
+        await _play(session, app, language, "whisper_callback_message_ok"
+                    if request.get("cb_message") == "1" else "whisper_callback_no_message")
+
+
+def _callback_request(fields: dict[str, str]) -> dict[str, str] | None:
+    """The request, when this offer is a callback: the caller left and waits for our call."""
+    return fields if fields.get("cb_state") == cb.PENDING else None
 
 
 def connect_context(app: AgiApp, call: Call, speaks: bool) -> str:
@@ -85,6 +102,32 @@ def connect_context(app: AgiApp, call: Call, speaks: bool) -> str:
     if not line or destinations.refusal(line, app.settings):
         return CONNECT
     return CONNECT_WITH_INTERPRETER
+
+
+async def call_back(session: AgiSession, app: AgiApp, call_id: str, attempt: int) -> None:
+    """The responder took a callback: their own leg dials the caller ([pr-callback-call]),
+    from the line's number, with what the caller allowed."""
+    s = app.settings
+    data = await app.store.get(call_id)
+    fields = await app.callbacks.fields(call_id)
+    number = await app.store.field(call_id, "callback_number") or ""
+    refused = destinations.refusal(number, s) if number else "no number"
+    if refused or data is None:
+        # Checked when it was given; checked again: a callback never dials police or 911.
+        log.error("call %s: callback number refused (%s)", call_id, refused)
+        nxt = cb.Next(cb.DONE, cb.FAILED)
+        await app.callbacks.finish_attempt(call_id, attempt, cb.UNREACHABLE, nxt, number)
+        return
+    message = cb.may_leave_message(fields.get("cb_message") == "1",
+                                   fields.get("cb_message_left") == "1")
+    for name, value in (("PR_CALLBACK_DIAL", destinations.dial_string(number)),
+                        ("PR_CALLBACK_ATTEMPT", str(attempt)),
+                        ("PR_CALLBACK_MESSAGE", "1" if message else "0"),
+                        ("PR_CALLBACK_RING_S", str(s.callback_ring_s)),
+                        ("PR_LINE_NUMBER", s.line_number),
+                        ("PR_LANGUAGE", data.language),
+                        ("PR_CONNECT", CALLBACK_CALL), ("PR_ACCEPTED", "1")):
+        await session.set_variable(name, value)
 
 
 @handler("whisper")
@@ -105,10 +148,11 @@ async def whisper(session: AgiSession, app: AgiApp) -> None:
         await session.answer()
         if not await offers.listening(call_id, responder):
             return  # the offer ended while the phone rang (taken, cancelled): nothing to hear
+        request = _callback_request(await app.callbacks.fields(call_id))
         try:
-            await play_whisper(session, app, call)
-            digits, _ = await session.get_data(app.prompt("en", "whisper_press_1"),
-                                               ACCEPT_TIMEOUT_MS, 1)
+            await play_whisper(session, app, call, request=request)
+            question = "whisper_press_1_callback" if request else "whisper_press_1"
+            digits, _ = await session.get_data(app.prompt("en", question), ACCEPT_TIMEOUT_MS, 1)
         except Keyed as pressed:
             digits = pressed.key
         except PlaybackFailed:
@@ -120,6 +164,10 @@ async def whisper(session: AgiSession, app: AgiApp) -> None:
         await offers.passed(call_id, responder, "declined" if digits else "no_key")
         return
     if await offers.accept(call_id, responder):
+        attempt = await app.callbacks.start_attempt(call_id, responder)
+        if attempt:
+            await call_back(session, app, call_id, attempt)
+            return
         current = await app.store.get(call_id) or call
         await session.set_variable("PR_CALLER_CHANNEL", current.channel)
         await session.set_variable("PR_CONNECT",

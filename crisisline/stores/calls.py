@@ -64,8 +64,22 @@ if not state then return 0 end
 local step = ARGV[4]
 if step == '' then step = redis.call('HGET', key, 'step') or '' end
 if step == '' then step = ARGV[7] end
-if state == 'ended' or state == 'abandoned' or state == 'fallback' or state == 'callback' then
+if state == 'ended' or state == 'abandoned' or state == 'fallback' or state == 'callback'
+    or state == 'callback_failed' or state == 'cancelled' then
   return 0
+end
+-- A caller holding a callback request (crisisline/callbacks.py) who hangs up keeps it, and
+-- the call keeps its place: the request is pending, worked like a waiting call.
+local cb = redis.call('HGET', key, 'cb_state') or ''
+if cb == 'requested' and ARGV[6] == 'caller_hung_up' and state ~= 'bridged' then
+  redis.call('HSET', key, 'cb_state', 'pending', 'channel', '', 'cb_left_at', ARGV[5],
+             'cb_left_step', step)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', 'callback_pending',
+             'call_id', ARGV[2], 'at', ARGV[5], 'step', step)
+  return 2
+end
+if cb == 'pending' and ARGV[6] == 'caller_hung_up' then
+  return 0  -- nobody was on the line to hang up: the request goes on
 end
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -77,7 +91,11 @@ for i = 1, #offers, 2 do
     redis.call('HSET', rkey, 'ringing_for', '')
   end
 end
-redis.call('SREM', KEYS[4], ARGV[2])
+-- At the fallback group with a request, the call stays live: if nobody there answers,
+-- the request is pending again when the caller leaves (agi/handlers/hangup.py).
+if not (cb == 'requested' and ARGV[3] == 'fallback') then
+  redis.call('SREM', KEYS[4], ARGV[2])
+end
 redis.call('HSET', key, 'state', ARGV[3], 'end_step', step, 'ended_at', ARGV[5],
            'end_reason', ARGV[7])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', ARGV[6], 'call_id', ARGV[2],

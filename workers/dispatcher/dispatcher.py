@@ -25,16 +25,19 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from crisisline import callbacks as cb
 from crisisline import clock, destinations
 from crisisline.call import Source, State
 from crisisline.config import Settings
 from crisisline.roster.model import Responder, RosterSnapshot
 from crisisline.routing import CallToRoute, ResponderState, Wave, plan
+from crisisline.stores.callbacks import CallbackStore
 from crisisline.stores.calls import CLAIMED, EVENTS, CallStore, call_key
 from crisisline.stores.offers import OfferStore, in_whisper, legs_key, offered_key
 from workers.dispatcher.ami import AmiGateway, leg_id
 from workers.dispatcher.interpreter import Interpreters
 from workers.dispatcher.texts import TextOffers
+from workers.dispatcher.turns import Turns
 from workers.dispatcher.watch import CallWatch
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,19 @@ LEASE_S = 15.0
 POLL_S = 0.5
 BUSY_RETRY_S = 0.5
 LIVE = {"waiting", "dispatching"}
+# Events after which a responder may be free again (starving calls look at once).
+FREEING = {b"offer_passed", b"caller_hung_up", b"call_ended", b"responder_left", b"fallback",
+           b"callback_attempt_failed", b"callback_failed", b"callback_cancelled"}
+
+
+async def _first(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
+    """Until either event is set, at most ``timeout`` seconds."""
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 class Dispatcher:
@@ -63,6 +79,8 @@ class Dispatcher:
         self.interpreters = Interpreters(self)
         self.watch = CallWatch(self)
         self.texts = TextOffers(self)  # text conversations: offers by link, not phone legs
+        self.callbacks = CallbackStore(calls.redis)
+        self.turns = Turns(BUSY_RETRY_S)  # free responders go to the most urgent call first
 
     @property
     def redis(self):
@@ -83,8 +101,11 @@ class Dispatcher:
             for _, entries in got or []:
                 for eid, body in entries:
                     last = eid
-                    if body.get(b"type") in (b"queued", b"requeued"):
+                    kind = body.get(b"type")
+                    if kind in (b"queued", b"requeued"):
                         self.wake.set()
+                    elif kind in FREEING and self.turns.starving:
+                        self.turns.nudge()
                     waiter = self.waiters.get((body.get(b"call_id") or b"").decode())
                     if waiter is not None:
                         waiter.set()
@@ -93,15 +114,18 @@ class Dispatcher:
         """Take calls until ``stop`` is set."""
         log.info("%s taking calls", self.name)
         follower = asyncio.create_task(self.follow_events(stop))
+        ticker = asyncio.create_task(self.turns.run(stop))
         try:
             await self._take_calls(stop)
         finally:
             follower.cancel()
+            ticker.cancel()
 
     async def _take_calls(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.calls.requeue_expired()
+                await self.callbacks.release_due()
                 call_id = await self.calls.claim_next(self.name, self.lease_s)
             except Exception as exc:
                 log.warning("%s: Redis unavailable (%s); retrying", self.name, exc)
@@ -198,6 +222,7 @@ class Dispatcher:
             await self.calls.requeue_expired()
         finally:
             self.waiters.pop(call_id, None)
+            self.turns.starving.pop(call_id, None)
 
     async def _dispatch(self, call_id: str) -> None:
         data = await self._hash(call_id)
@@ -214,6 +239,7 @@ class Dispatcher:
             return
         attend_at = await self.attend(data)
         cycle_started, rung_in_cycle = time.time(), 0
+        score = float(data.get("queue_score") or time.time() * 1000)
         while True:
             if not await self._still_mine(call_id):
                 return
@@ -230,12 +256,15 @@ class Dispatcher:
                 if await self.give_up(call_id, data):
                     return
                 started = time.time()
-            wave = await self.next_wave(call_id, data, cycle, last_wave)
+            async with self.turns.turn(call_id, score):
+                wave, rung, last_wave = await self._plan_and_ring(call_id, data, cycle, last_wave)
             if wave is None:
+                # Everyone who could take it is on a call, resting or ringing for another
+                # caller: starving, it looks again with the others, in queue order (turns.py).
+                self.turns.starving[call_id] = score
                 if not rung_in_cycle and time.time() - cycle_started < self.settings.wave_timeout_s:
-                    # Everyone who could take it is on a call, resting or ringing for another
-                    # caller: look again shortly rather than waiting out a whole wave.
-                    outcome, attend_at = await self._wait_wave(call_id, [], BUSY_RETRY_S, attend_at)
+                    outcome, attend_at = await self._wait_wave(call_id, [], BUSY_RETRY_S, attend_at,
+                                                               tick=self.turns.tick)
                     if outcome == "lost":
                         return
                     last_wave = 0
@@ -249,14 +278,12 @@ class Dispatcher:
                 await self.redis.hset(call_key(call_id), mapping={"cycle": cycle, "wave": 0})
                 # Nobody to ring right now: wait a little before planning again.
                 outcome, attend_at = await self._wait_wave(
-                    call_id, [], min(self.settings.wave_timeout_s, 5.0), attend_at)
+                    call_id, [], min(self.settings.wave_timeout_s, 5.0), attend_at,
+                    tick=self.turns.tick)
                 if outcome == "lost":
                     return
                 continue
-            last_wave = wave.number
-            rung = await self.ring_wave(call_id, data, wave, cycle)
-            if not rung:
-                continue  # all of this wave became busy meanwhile: the next wave, at once
+            self.turns.starving.pop(call_id, None)
             rung_in_cycle += len(rung)
             outcome, attend_at = await self._wait_wave(call_id, rung, wave.timeout_s, attend_at)
             if outcome == "lost":
@@ -268,6 +295,20 @@ class Dispatcher:
                 await self.cancel_legs(call_id)
                 return
             await self.end_wave(call_id, wave, cycle)
+
+    async def _plan_and_ring(self, call_id: str, data: dict[str, str], cycle: int,
+                             last_wave: int) -> tuple[Wave | None, list[str], int]:
+        """The next wave with anyone free to ring, rung: (wave, who, its number); (None, [],
+        last_wave) when nobody can be rung now. Waves whose people all became busy meanwhile
+        are skipped at once."""
+        while True:
+            wave = await self.next_wave(call_id, data, cycle, last_wave)
+            if wave is None:
+                return None, [], last_wave
+            last_wave = wave.number
+            rung = await self.ring_wave(call_id, data, wave, cycle)
+            if rung:
+                return wave, rung, last_wave
 
     def _may_have_missed_events(self, data: dict[str, str]) -> bool:
         """The call was queued before this AMI session began: its caller may have gone to the
@@ -336,12 +377,10 @@ class Dispatcher:
                             "PR_SPEAKS": "1" if speaks else "0"}, timeout_s)
 
     def dial_string(self, phone: str) -> str:
-        if phone.startswith(("PJSIP/", "SIP/")):
-            return phone
-        return f"PJSIP/{phone}@direct-trunk"
+        return destinations.dial_string(phone)
 
     async def _wait_wave(self, call_id: str, rung: list[str], seconds: float,
-                         attend_at: float) -> tuple[str, float]:
+                         attend_at: float, tick: asyncio.Event | None = None) -> tuple[str, float]:
         """('accepted' | 'gone' (caller left) | 'passed' (everyone passed) | 'timeout' |
         'lost' (another dispatcher owns the call now: leave its legs alone), next attend)."""
         deadline = time.monotonic() + seconds
@@ -364,10 +403,16 @@ class Dispatcher:
                 renew_at = time.monotonic() + self.lease_s / 3
             if time.monotonic() >= attend_at:
                 attend_at = await self.attend(data)
+            if tick is not None and tick.is_set():
+                return "timeout", attend_at  # the starving calls' turn to look again
             # Woken by the call's next event; the bounded wait is a safety net, not the clock.
+            limit = min(POLL_S, max(0.01, deadline - time.monotonic()),
+                        max(0.01, renew_at - time.monotonic()))
             try:
-                await asyncio.wait_for(waiter.wait(), min(POLL_S, max(0.01, deadline - time.monotonic()),
-                                                          max(0.01, renew_at - time.monotonic())))
+                if tick is None:
+                    await asyncio.wait_for(waiter.wait(), limit)
+                else:
+                    await _first(waiter, tick, limit)
             except TimeoutError:
                 pass
         return "timeout", attend_at
@@ -417,6 +462,8 @@ class Dispatcher:
         if data.get("source") == Source.TEXT:
             await self.texts.connected(call_id, data)  # no interpreter line for texts
             return
+        if await self.calls.field(call_id, "cb_state") == cb.CALLING:
+            return  # the caller isn't there yet: an interpreter joins once they are (CallWatch)
         await self.interpreters.on_bridged(call_id, data)
 
     async def offer_callback(self, call_id: str, data: dict[str, str]) -> None:
@@ -437,16 +484,17 @@ class Dispatcher:
         return await self.ami.redirect(channel, context)
 
     async def give_up(self, call_id: str, data: dict[str, str]) -> bool:
-        """The longest wait is reached: the fallback group, and the callback if asked for.
-        A text conversation has no fallback group: the texter is told, the search goes on
-        (False: keep dispatching it)."""
-        if data.get("source") == Source.TEXT:
-            await self.texts.still_looking(call_id, data, force=True)
+        """The longest wait is reached: a caller on the line goes to the fallback group (a
+        callback request they hold stays: crisisline/stores/calls.py _END). A callback
+        request whose caller left, and a text conversation, have no fallback group: the
+        search goes on (False: keep dispatching it; a texter is told)."""
+        if data.get("source") == Source.TEXT or data.get("cb_state") == cb.PENDING:
+            if data.get("source") == Source.TEXT:
+                await self.texts.still_looking(call_id, data, force=True)
             await self.redis.hset(call_key(call_id), "search_from", f"{time.time():.3f}")
             return False
         await self.cancel_legs(call_id)
-        state = State.CALLBACK if data.get("callback_number") else State.FALLBACK
-        await self.calls.end(call_id, state, "", "max_wait_reached", "max_wait")
+        await self.calls.end(call_id, State.FALLBACK, "", "max_wait_reached", "max_wait")
         if data.get("channel"):
             await self.move(data["channel"], "pr-fallback", "fallback")
         return True

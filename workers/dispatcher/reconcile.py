@@ -9,7 +9,8 @@ still on the line are missing from it. So, from what Asterisk says (AMI CoreShow
 and the channels' own variables):
 
 - a live call whose caller channel is gone ends as what it was (bridged, or abandoned at
-  the step the caller was at; a callback request stays: the caller asked for one);
+  the step the caller was at; a callback request stays: the caller asked for one); a
+  callback being dialled whose responder leg is gone counts as a lost attempt;
 - a responder marked on a call whose leg is gone is free after their wrap-up; one marked
   ringing for a call with no live leg is free at once;
 - a caller channel on the line that Redis doesn't know (PR_CALL_ID set, no call hash) is
@@ -24,6 +25,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from crisisline import callbacks as cb
 from crisisline.call import Call, Source, State
 from crisisline.stores.calls import LIVE, QUEUE, call_key, channel_key, queue_score
 from crisisline.stores.offers import legs_key, responder_key
@@ -85,10 +87,26 @@ class Reconciler:
             if not data:
                 await calls.redis.srem(LIVE, call_id)
                 continue
+            request = data.get("cb_state", "")
+            if request == cb.PENDING:
+                continue  # nobody is on the line by design: the request waits for its turn
+            if request == cb.CALLING:
+                n += await self._lost_attempt(call_id, data, live)
+                continue
             uniqueid = data.get("x_uniqueid", "")
             if not uniqueid or uniqueid in live:
                 continue
             state = data.get("state", "")
+            if state == "fallback" and request == cb.REQUESTED:
+                # They left the fallback group with a request and no FastAGI server said so.
+                if data.get("fallback_answered") == "1":
+                    await self.d.callbacks.close(call_id, cb.FALLBACK_ANSWERED,
+                                                 data.get("callback_number", ""))
+                    await calls.redis.srem(LIVE, call_id)
+                else:
+                    await self.d.callbacks.after_fallback(call_id)
+                n += 1
+                continue
             if state == "bridged" or data.get("time_to_human_s"):
                 done = await calls.end(call_id, State.ENDED, "bridged", "call_ended", "pbx_gone")
             elif state in ("ivr", "waiting", "dispatching"):
@@ -99,6 +117,22 @@ class Reconciler:
                 n += 1
                 await self.d.cancel_legs(call_id)
         return n
+
+    async def _lost_attempt(self, call_id: str, data: dict[str, str], live: set[str]) -> int:
+        """A callback being dialled whose responder leg is gone (the PBX restarted, or the
+        leg's report never came): the attempt counts as lost and the request goes on."""
+        rid = data.get("cb_calling_by", "")
+        if any(u.startswith(f"pr-{call_id}-") and u.endswith(f"-{rid}") for u in live):
+            return 0
+        if time.time() - float(data.get("cb_attempt_at") or 0) < YOUNG_S:
+            return 0
+        attempt = int(data.get("cb_attempts") or 0)
+        s = self.d.settings
+        nxt = cb.after_attempt(cb.LOST, attempt, s.callback_attempts, s.callback_retry_s,
+                               time.time())
+        taken = await self.d.callbacks.finish_attempt(call_id, attempt, cb.LOST, nxt,
+                                                      data.get("callback_number", ""))
+        return int(taken)
 
     async def _free_responders(self, live: set[str]) -> int:
         redis, n = self.d.redis, 0

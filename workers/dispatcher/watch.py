@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from crisisline import callbacks as cb
 from crisisline.call import State
 from crisisline.stores.calls import QUEUE, call_key
 from crisisline.stores.offers import legs_key, offers_key
@@ -141,7 +142,8 @@ class CallWatch:
             await calls.end(call_id, State.ENDED, "bridged", "call_ended", "channel_hung_up")
         else:
             await calls.end(call_id, State.ABANDONED, "", "caller_hung_up", "channel_hung_up")
-        await self.d.cancel_legs(call_id)
+        if await calls.field(call_id, "state") not in LIVE_STATES:
+            await self.d.cancel_legs(call_id)  # (a callback request goes on ringing)
 
     async def on_originate_result(self, channel_id: str, result: dict[str, str]) -> None:
         leg = parse_leg_id(channel_id)
@@ -179,10 +181,20 @@ class CallWatch:
             return
         now = time.time()
         waited = now - float(data.get("created_at") or now)
-        await self.redis.hset(call_key(call_id), mapping={
-            "connected_at": f"{now:.3f}", "time_to_human_s": f"{waited:.3f}"})
+        fields = {"connected_at": f"{now:.3f}", "time_to_human_s": f"{waited:.3f}"}
+        called_back = data.get("cb_outcome") == cb.BRIDGED and data.get("cb_result") == cb.BRIDGED
+        if data.get("cb_requested_at") and (called_back or data.get("cb_state") == cb.REQUESTED):
+            # From the request to a person: what the oversight report counts for callbacks.
+            fields["cb_time_to_human_s"] = f"{now - float(data['cb_requested_at']):.3f}"
+        await self.redis.hset(call_key(call_id), mapping=fields)
+        if data.get("cb_state") == cb.REQUESTED:
+            # Reached on the line while holding a request: it is done, nobody calls back.
+            await self.d.callbacks.close(call_id, cb.BRIDGED, data.get("callback_number", ""))
         await self.d.calls.event(call_id, "bridged", responder=winner,
-                                 time_to_human_s=f"{waited:.3f}")
+                                 time_to_human_s=f"{waited:.3f}", callback=int(called_back))
+        if called_back:
+            # Held back at the accept (nobody to interpret for yet): the caller is here now.
+            await self.d.interpreters.on_bridged(call_id, await self.d._hash(call_id))
 
     async def _fallback_answered(self, event: dict[str, str]) -> None:
         """Someone at the fallback group answered the caller (Asterisk's own word, so the
