@@ -95,6 +95,7 @@ class RealCall:
         self.finished = asyncio.Event()  # the PBX side hung up
         # In order: a timed answer is armed only once every answer before it was used.
         self._answers = list(script.keys)
+        self._callback_answers = list(script.callback_keys)
         self._heard = 0
         self._tasks: set[asyncio.Task] = set()
         self._hanging_up = False
@@ -177,7 +178,8 @@ class RealCall:
         self.trace.prompts.append(name)
         self._heard += 1
         limit = self.script.hangup_after
-        if limit is not None and self._heard == limit:
+        leave = self.script.leave_after and name.rsplit("/", 1)[-1] == self.script.leave_after
+        if (limit is not None and self._heard == limit) or leave:
             self._spawn(self._hangup_after(self.line.duration(name), f"after {name}"))
 
     def _on_command(self, command: str) -> None:
@@ -196,7 +198,10 @@ class RealCall:
             self._spawn(self._press_later(keys, float(at or 0)))
             return
         if what in QUESTIONS:
-            token = self._next_plain()
+            callback = len(argv) > 2 and argv[2].rsplit("/", 1)[-1].startswith("callback_") \
+                and bool(self.script.callback_keys)
+            token = (self._callback_answers.pop(0) if self._callback_answers else NO_KEY) \
+                if callback else self._next_plain()
             self.trace.keys.append((what, token))
             if token != NO_KEY:
                 delay = (length if what != "WAIT FOR DIGIT" else 0.0) + REACTION_S

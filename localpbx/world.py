@@ -12,7 +12,8 @@ is in AstDB (``phones/<number or endpoint>``, ``phones/default``), set per test 
   answer-late:SECONDS      rings, answers, hears the whisper out (8 s), then presses 1
   decline[:SECONDS]        answers, presses 2
   never                    rings until the PBX gives up
-  voicemail[:SECONDS]      answers with a greeting and never presses a key
+  voicemail[:SECONDS]      answers with a greeting and a beep, and never presses a key
+  person[:SECONDS]         someone called back: answers, says "Hello?", listens
   hangup-in-whisper[:S]    answers, hangs up a second later
   busy / congestion        refuses (486 / 503)
 """
@@ -200,8 +201,18 @@ exten => s,1,Ringing()
 exten => s,1,Ringing()
  same => n,Wait(${IF($["${SECS}" = ""]?5:${SECS})})
  same => n,Answer()
- same => n,Playback(vm-intro)
+ same => n,Playback(vm-intro&beep)
  same => n,Wait(120)
+
+[phone-person]
+; Someone answering their own phone when the line calls them back: "Hello?", then they
+; listen (answering-machine detection hears a short greeting and then silence: a person).
+exten => s,1,Ringing()
+ same => n,Wait(${IF($["${SECS}" = ""]?3:${SECS})})
+ same => n,Answer()
+ same => n,Wait(0.3)
+ same => n,Playback(hello)
+ same => n,Wait(3600)
 
 [phone-hangup-in-whisper]
 exten => s,1,Ringing()

@@ -37,6 +37,11 @@ def cmd_check(args: argparse.Namespace, settings: config.Settings) -> int:
     return check.run(settings, sys.stdout)
 
 
+# --callback-answer: the phone behaviour of the number the line calls back (standin/phones.py).
+CALLBACK_ANSWERS = {"answer": "person:3", "busy": "busy", "no-answer": "never",
+                    "machine": "voicemail:3"}
+
+
 def cmd_simulate_call(args: argparse.Namespace, settings: config.Settings) -> int:
     from peoples_response import simulate
 
@@ -211,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "hangup-in-whisper")
     call.add_argument("--talk", type=float, default=1.0, metavar="SECONDS",
                       help="once a responder is with the caller, seconds before hanging up")
+    call.add_argument("--callback-keys", default="",
+                      help='answers at the callback offer and its safety questions, e.g. "1 1 2": '
+                           "call me back, this number is safe, no message ('-' = nothing; "
+                           '"1 2 6175550199# 1": another number, a message may be left)')
+    call.add_argument("--responders-after-callback", default="", metavar="BEHAVIOUR",
+                      help="the responder phones' behaviour once a callback is requested "
+                           "(until then --responders applies)")
+    call.add_argument("--callback-answer", choices=sorted(CALLBACK_ANSWERS), default="answer",
+                      help="what the caller's phone does when the line calls back")
+    call.add_argument("--leave-after-callback", action="store_true",
+                      help="the caller hangs up once the callback is confirmed")
     call.set_defaults(func=cmd_simulate_call)
     text = sim_sub.add_parser("text", help="one scripted text conversation; prints one JSON object")
     text.add_argument("--channel", choices=["sms", "chat"], default="sms")

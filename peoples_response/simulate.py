@@ -82,7 +82,42 @@ def script_from_args(args: argparse.Namespace, settings: Settings) -> CallerScri
                         caller_id_name=args.caller_name or None,
                         variables=_parse_vars(args.var), stay_s=args.stay,
                         say=_audio(getattr(args, "say", None), "--say", settings),
-                        speech=message, record_end="silence" if message else "dtmf")
+                        speech=message, record_end="silence" if message else "dtmf",
+                        callback_keys=parse_keys(getattr(args, "callback_keys", "") or ""),
+                        leave_after="callback_confirmed"
+                        if getattr(args, "leave_after_callback", False) else None)
+
+
+def callback_numbers(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """The numbers the line may call back for this caller: their caller ID and any number
+    they type at the callback questions (their phones answer as --callback-answer says)."""
+    from crisisline import destinations
+
+    candidates = [args.caller_id or ""]
+    candidates += [t.rstrip("#") for t in (getattr(args, "callback_keys", "") or "").split()
+                   if len(t.rstrip("#")) >= 7]
+    out = []
+    for number in candidates:
+        e164 = destinations.to_e164(number, settings.region) if number else None
+        if e164 and e164 not in out:
+            out.append(e164)
+    return out
+
+
+def callback_json(record: dict[str, str]) -> dict[str, Any] | None:
+    """The callback part of the JSON (None when no callback was requested)."""
+    if not record.get("cb_state"):
+        return None
+    safe = record.get("cb_safe_here", "")
+    outcome = record.get("cb_outcome") or None
+    if outcome is None and record.get("cb_state") in ("requested", "pending", "calling"):
+        outcome = record["cb_state"]  # still open when simulate stopped following it
+    tth = record.get("cb_time_to_human_s")
+    return {"requested": True, "safe_to_call": None if safe == "" else safe == "1",
+            "message_allowed": record.get("cb_message") == "1",
+            "attempts": int(record.get("cb_attempts") or 0), "outcome": outcome,
+            "last_attempt": record.get("cb_result") or None,
+            "time_to_human_s": float(tth) if tth else None}
 
 
 def _events_for(client: redis.Redis, call_id: str) -> list[dict[str, str]]:
@@ -129,9 +164,10 @@ def describe(trace: dict[str, Any], settings: Settings, client: redis.Redis, sou
     events = _events_for(client, call_id) if call_id else []
     created = float(record.get("created_at") or 0)
     state = record.get("state", "")
-    if record.get("accepted_by") or record.get("time_to_human_s"):
+    if record.get("time_to_human_s") or (record.get("accepted_by") and
+                                         record.get("cb_state") != "calling"):
         outcome = "bridged"
-    elif record.get("callback_number") or state == "callback":
+    elif record.get("cb_state") or state in ("callback", "callback_failed", "cancelled"):
         outcome = "callback"
     elif trace.get("fallback_dialed") or state == "fallback":
         outcome = "fallback"
@@ -162,6 +198,7 @@ def describe(trace: dict[str, Any], settings: Settings, client: redis.Redis, sou
         "agistatus": trace["agi_status"][0] if trace.get("agi_status") else None,
         "room": trace.get("room"),
         "events": [e["type"] for e in events],
+        "callback": callback_json(record),
     }
 
 
@@ -194,22 +231,49 @@ class Talk:
         return False
 
 
+OPEN_REQUEST = ("requested", "pending", "calling")
+
+
+def _record(client: redis.Redis, call_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in client.hgetall(call_key(call_id)).items()}
+
+
+def following(record: dict[str, str]) -> bool:
+    """After the caller's own channel ended: is there still something to see (a callback
+    being worked, or a caller called back and now with a responder)?"""
+    if record.get("cb_state") in OPEN_REQUEST:
+        return True
+    return record.get("cb_outcome") == "bridged" and record.get("state") == "bridged"
+
+
+def follow_limit(settings: Settings) -> float:
+    """How long simulate follows a callback request after its caller hung up."""
+    per_attempt = settings.callback_retry_s + settings.callback_ring_s + settings.wave_timeout_s * 4
+    return settings.callback_attempts * per_attempt + 120
+
+
 async def simulate_standin(settings: Settings, runtime: dict[str, str], args: argparse.Namespace,
                            client: redis.Redis) -> tuple[dict[str, Any], str | None]:
     """The stand-in PBX that `up` runs, with the dispatcher ringing responders."""
     from peoples_response.ami_client import AmiClient
+    from peoples_response.cli import CALLBACK_ANSWERS
 
     host, _, port = runtime["ami"].rpartition(":")
     ami = await AmiClient.connect(host, int(port), settings.ami_user,
                                   settings.ami_secret or runtime.get("ami_secret", ""))
     script = script_from_args(args, settings)
+    called_back = {n: CALLBACK_ANSWERS[args.callback_answer] for n in callback_numbers(args, settings)}
+    phones_set = bool(args.responders or called_back)
+    ended: asyncio.Future | None = None
     try:
-        if args.responders:
-            reply = await ami.request(_phones(args.responders))
+        if phones_set:
+            reply = await ami.request(_phones(args.responders, called_back))
             if reply.get("Response") != "Success":
                 raise SystemExit(f"simulate: --responders: {reply.get('Message')}")
         headers = [("Action", "StandinPlaceCall"), ("Source", args.source), ("Keys", args.keys),
-                   ("CallerID", args.caller_id or ""), ("Stay", "")]
+                   ("CallerID", args.caller_id or ""), ("Stay", ""),
+                   ("CallbackKeys", " ".join(script.callback_keys)),
+                   ("LeaveAfter", script.leave_after or "")]
         if args.hangup_after:
             headers.append(("HangupAfter", str(args.hangup_after)))
         if script.say:
@@ -232,7 +296,8 @@ async def simulate_standin(settings: Settings, runtime: dict[str, str], args: ar
         placed = call_id = None
         deadline = loop.time() + settings.max_wait_s + 60
         talk = Talk(client, args.talk, args.stay)
-        while not ended.done() and loop.time() < deadline:
+        switched = following_since = None
+        while loop.time() < deadline:
             await asyncio.sleep(0.1)
             if placed is None:
                 reply = next((m for m in messages if m.get("ActionID") == action_id
@@ -245,13 +310,26 @@ async def simulate_standin(settings: Settings, runtime: dict[str, str], args: ar
                 call_id = next((m.get("Value") for m in messages if m.get("Event") == "VarSet"
                                 and m.get("Channel") == placed
                                 and m.get("Variable") == "PR_CALL_ID" and m.get("Value")), None)
+            record = _record(client, call_id) if call_id else {}
+            if args.responders_after_callback and not switched and record.get("cb_state"):
+                switched = True  # a callback was requested: from now on the phones do this
+                ami.send(_phones(args.responders_after_callback, called_back))
             if call_id and talk.due(call_id, loop.time()):
-                ami.send([("Action", "Hangup"), ("Channel", placed or "")])
+                # The caller's channel now: the one that called in, or the one called back.
+                ami.send([("Action", "Hangup"), ("Channel", record.get("channel") or placed or "")])
                 talk.talk_until = talk.stay = float("inf")
+            if ended.done():
+                if not call_id or not following(record):
+                    break
+                if following_since is None:  # the caller left with a request: follow it
+                    following_since = loop.time()
+                    deadline = loop.time() + follow_limit(settings)
         trace = json.loads((await asyncio.wait_for(ended, 30)).get("Trace", "{}"))
         return trace, call_id
     finally:
-        if args.responders:  # --responders is for this call only
+        if ended is not None and not ended.done():
+            ended.cancel()  # one reader at a time on the AMI connection
+        if phones_set or args.responders_after_callback:  # for this call only
             await ami.request([("Action", "StandinPhones"), ("Default", DEFAULT_PHONES)])
         await ami.close()
 
@@ -261,31 +339,54 @@ async def simulate_real(settings: Settings, runtime: dict[str, str], args: argpa
     """The real Asterisk that `up` runs: a SIP caller from the world Asterisk."""
     from localpbx.harness import RealLine
     from localpbx.runtime import DEFAULT_PHONE, DESK_PHONE
+    from peoples_response.cli import CALLBACK_ANSWERS
 
     script = script_from_args(args, settings)
     script.stay_s = None
     line = await RealLine.attach(runtime, settings.prompts_path, settings.asterisk_prompts_path)
+    called_back = {n: CALLBACK_ANSWERS[args.callback_answer] for n in callback_numbers(args, settings)}
+    phones_set = bool(args.responders or called_back)
+
+    async def set_phones(spec: str) -> None:
+        default, entries = _responder_table(spec, settings) if spec else (DEFAULT_PHONE, {})
+        await line.set_phones(default, {**entries, **called_back, "fallback-desk": DESK_PHONE})
+
     try:
-        if args.responders:
-            default, entries = _responder_table(args.responders, settings)
-            await line.set_phones(default, {**entries, "fallback-desk": DESK_PHONE})
+        if phones_set:
+            await set_phones(args.responders)
         call = await line.call(script, args.source)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.max_wait_s + 60
         talk = Talk(client, args.talk, args.stay)
-        while not call.finished.is_set() and loop.time() < deadline:
+        switched = following_since = None
+        while loop.time() < deadline:
             await asyncio.sleep(0.1)
             call_id = call.trace.variables.get("PR_CALL_ID")
+            record = _record(client, call_id) if call_id else {}
+            if args.responders_after_callback and not switched and record.get("cb_state"):
+                switched = True
+                await set_phones(args.responders_after_callback)
             if call_id and talk.due(call_id, loop.time()):
-                await call.hangup("after talking" if talk.talk_until else "after --stay")
+                why = "after talking" if talk.talk_until else "after --stay"
+                if call.finished.is_set() and record.get("channel") and line.observer is not None:
+                    # The caller called back: their new channel is the one to end.
+                    await line.observer.action({"Action": "Hangup", "Channel": record["channel"]})
+                else:
+                    await call.hangup(why)
                 talk.talk_until = talk.stay = float("inf")
+            if call.finished.is_set():
+                if not call_id or not following(record):
+                    break
+                if following_since is None:
+                    following_since = loop.time()
+                    deadline = loop.time() + follow_limit(settings)
         if not call.finished.is_set():
             await call.hangup("simulate gave up waiting")
         await call.wait_finished(15)
         await asyncio.sleep(1.0)  # the h extension's report
         return trace_dict(call.trace), call.trace.variables.get("PR_CALL_ID")
     finally:
-        if args.responders:
+        if phones_set or args.responders_after_callback:
             await line.set_phones(DEFAULT_PHONE, {"fallback-desk": DESK_PHONE})
         for conn in (line.observer, line.world_ami):
             if conn is not None:
@@ -316,16 +417,20 @@ def _responder_table(spec: str, settings: Settings) -> tuple[str, dict[str, str]
     return DEFAULT_PHONES, entries
 
 
-def _phones(spec: str) -> list[tuple[str, str]]:
-    """--responders "answer:2" or "ana=decline,ben=never" (others answer)."""
+def _phones(spec: str, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """--responders "answer:2" or "ana=decline,ben=never" (others answer); ``extra``: more
+    phones by number (the caller's own, when the line calls them back)."""
     headers = [("Action", "StandinPhones")]
+    extra_headers = [("Phone", f"{number}={behaviour}") for number, behaviour in (extra or {}).items()]
+    if not spec.strip():
+        return [*headers, ("Default", DEFAULT_PHONES), *extra_headers]
     if "=" not in spec:
-        return [*headers, ("Default", spec.strip())]
+        return [*headers, ("Default", spec.strip()), *extra_headers]
     headers.append(("Default", "answer:1"))
     for pair in spec.split(","):
         name, _, behaviour = pair.partition("=")
         headers.append(("Phone", f"{name.strip()}={behaviour.strip()}"))
-    return headers
+    return [*headers, *extra_headers]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

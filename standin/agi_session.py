@@ -333,7 +333,8 @@ class AgiSession:
         return "ok"
 
     def _answer(self, point: str) -> str:
-        token = self.ch.caller.answer()
+        callback = self.ch.context == "pr-callback" and bool(self.ch.script.callback_keys)
+        token = self.ch.caller.callback_answer() if callback else self.ch.caller.answer()
         self.ch.trace.keys.append((point, token))
         return token
 

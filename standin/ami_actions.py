@@ -384,7 +384,9 @@ async def standin_place_call(s: AmiSession, m: Message) -> None:
                               stay_s=float(stay) if stay else None,
                               say=Path(say) if say else None,
                               speech=Path(message) if message else None,
-                              record_end="silence" if message else "dtmf")
+                              record_end="silence" if message else "dtmf",
+                              callback_keys=parse_keys(m.get("CallbackKeys") or ""),
+                              leave_after=m.get("LeaveAfter") or None)
     except ValueError as exc:
         s.error(m, f"Bad StandinPlaceCall: {exc}")
         return

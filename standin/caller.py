@@ -28,6 +28,9 @@ class CallerScript:
     hangup_after: int | None = None
     # Hang up once this prompt (its name, e.g. "callback_confirmed") has been heard.
     leave_after: str | None = None
+    # The answers at the callback offer and its safety questions (in [pr-callback]), kept
+    # apart from ``keys`` so they land there however many questions the IVR asked.
+    callback_keys: list[str] = field(default_factory=list)
     caller_id_num: str | None = None
     caller_id_name: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
@@ -48,6 +51,8 @@ class CallerScript:
             raise ValueError(f"record_end must be one of {RECORD_ENDINGS}")
         if isinstance(self.keys, str):
             self.keys = parse_keys(self.keys)
+        if isinstance(self.callback_keys, str):
+            self.callback_keys = parse_keys(self.callback_keys)
 
 
 def parse_keys(text: str) -> list[str]:
@@ -63,6 +68,7 @@ class Caller:
         # One list, in order: a timed answer is armed only once every answer before it was
         # used ("2 02121 7@3": 7 pressed 3 s into the prompt after the ZIP question).
         self._answers = list(script.keys)
+        self._callback_answers = list(script.callback_keys)
         # A timed answer waiting to be pressed: (keys, the channel's clock when pressed).
         self.armed: tuple[str, float] | None = None
         self.prompts_heard = 0
@@ -105,6 +111,10 @@ class Caller:
         if self._answers and "@" not in self._answers[0]:
             return self._answers.pop(0)
         return NO_KEY
+
+    def callback_answer(self) -> str:
+        """The next answer at the callback offer or its questions (``-`` when none left)."""
+        return self._callback_answers.pop(0) if self._callback_answers else NO_KEY
 
     @staticmethod
     def get_data_digits(token: str, maxdigits: int) -> tuple[str, bool]:

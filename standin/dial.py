@@ -8,11 +8,13 @@ up after S seconds, ``voicemail:S`` an answering machine, ``never``, ``busy``,
 
 - DIALSTATUS: ANSWER, NOANSWER (rang out the timeout), BUSY, CONGESTION, CHANUNAVAIL,
   CANCEL (the dialling channel hung up first).
-- ``U(context^arg1^arg2...)``: on answer, the called channel runs Gosub(context,s,1(args))
-  before any bridge; GOSUB_RESULT ``CONTINUE`` hangs up the called channel and the caller
-  goes on at its next priority with DIALSTATUS=ANSWER; ``ABORT`` hangs up both.
-- ``G(context^exten^priority)``: on answer (after U), the dialling channel goes to that
-  place and the called one to priority + 1; each runs on by itself.
+- ``G(context^exten^priority)``: on answer, the dialling channel goes to that place and the
+  called one to priority + 1; each runs on by itself. With G, a U option is never run (as
+  app_dial.c does: G is handled first and returns).
+- ``U(context^arg1^arg2...)`` (without G): on answer, the called channel runs
+  Gosub(context,s,1(args)) before the bridge; GOSUB_RESULT ``CONTINUE`` hangs up the called
+  channel and the caller goes on at its next priority with DIALSTATUS=ANSWER; ``ABORT``
+  hangs up both.
 - Variables set with ``__`` (or ``_``) on the dialling channel are inherited (``_`` once).
 - New channels are named as chan_pjsip names an outbound trunk leg
   (``PJSIP/direct-trunk-0000000b``).
@@ -93,6 +95,16 @@ async def dial(pbx: StandinPBX, ch: Channel, dest: str, timeout_s: float, option
     callee.state = STATE_UP
     pbx.emit({"Event": "Newstate", "Privilege": "call,all", **callee.snapshot()})
     end("ANSWER", 16)
+    if "G" in opts:
+        # app_dial.c (22.10.1, dial_exec_full): G is acted on before U, and returns; a U
+        # given with it never runs (checked against the real Asterisk:
+        # tests/test_callbacks_real.py).
+        place = opts["G"].replace("^", ",")
+        context, exten, prio = [*separate_args(place), "", "", ""][:3]
+        pbx.interp.jump(callee, f"{context},{exten},{prio}")
+        callee.priority += 1
+        callee.task = asyncio.create_task(pbx._run(callee), name=callee.name)
+        return 0 if pbx.interp.jump(ch, f"{context},{exten},{prio}") else -1
     if "U" in opts:
         parts = opts["U"].split("^")
         result = await _gosub(pbx, callee, parts[0], parts[1:])
@@ -103,13 +115,6 @@ async def dial(pbx: StandinPBX, ch: Channel, dest: str, timeout_s: float, option
                 ch.request_hangup("dialplan", at="Dial U() ABORT")
                 return -1
             return 0
-    if "G" in opts:
-        place = opts["G"].replace("^", ",")
-        context, exten, prio = [*separate_args(place), "", "", ""][:3]
-        pbx.interp.jump(callee, f"{context},{exten},{prio}")
-        callee.priority += 1
-        callee.task = asyncio.create_task(pbx._run(callee), name=callee.name)
-        return 0 if pbx.interp.jump(ch, f"{context},{exten},{prio}") else -1
     # A plain bridge: both stay until one leaves.
     done = {asyncio.ensure_future(ch.hangup_event.wait()),
             asyncio.ensure_future(callee.hangup_event.wait())}

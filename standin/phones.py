@@ -13,6 +13,8 @@ person presses keys at the whisper. Here a *behaviour* plays that person:
                                  mailbox; it must never be bridged (``violations`` says so)
   ``hangup-in-whisper[:SECONDS]`` answers, hangs up as the first whisper prompt ends
   ``busy`` / ``congestion``      Failure, Reason 5 / 8, without ringing
+  ``person[:SECONDS]``            someone the line calls back: answers, says hello, listens
+                                 (answering-machine detection: HUMAN; ``voicemail``: MACHINE)
   ``unregistered``               a desk phone with no registered contact: Failure, Reason 0
                                  at once, no channel (tests/captures/ami_originate_unregistered)
 
@@ -53,7 +55,8 @@ CAUSE_TEXT = {0: "Unknown", 1: "Unallocated (unassigned) number", 16: "Normal Cl
               21: "Call Rejected", 31: "Normal, unspecified",
               34: "Circuit/channel congestion"}
 KINDS = {"answer": 2.0, "answer-late": 2.0, "decline": 2.0, "never": math.inf, "voicemail": 5.0,
-         "hangup-in-whisper": 2.0, "busy": 0.0, "congestion": 0.0, "unregistered": 0.0}
+         "hangup-in-whisper": 2.0, "busy": 0.0, "congestion": 0.0, "unregistered": 0.0,
+         "person": 3.0}
 
 
 def cause_text(cause: int) -> str:

@@ -184,3 +184,28 @@ def test_up_runs_the_real_asterisk_and_simulate_places_a_sip_call_through_it(tmp
     for pid in pids:  # both Asterisk processes are gone
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_simulate_follows_a_callback_from_the_offer_to_a_person(tmp_path):
+    """Nobody answers; the caller asks to be called back at their (safe) number, no message,
+    and hangs up; then responders answer: the line rings one, then calls the caller back."""
+    env = up_env(tmp_path, PR_CALLBACK_RETRY_S="1", PR_CALLBACK_ATTEMPTS="2",
+                 PR_WAVE_TIMEOUT_S="2", PR_RING_PER_WAVE="0")
+    proc, log = start_up(env, tmp_path / "up.log")
+    try:
+        common = ["--keys", "2 02121 2", "--callback-keys", "1 1 2", "--responders", "never",
+                  "--responders-after-callback", "answer:1", "--leave-after-callback"]
+        call = simulate(env, *common, "--caller-id", "6175550142", "--callback-answer", "answer")
+        assert call["outcome"] == "bridged" and call["answered_by"]
+        assert call["callback"] == {"requested": True, "safe_to_call": True,
+                                    "message_allowed": False, "attempts": 1,
+                                    "outcome": "bridged", "last_attempt": "bridged",
+                                    "time_to_human_s": call["callback"]["time_to_human_s"]}
+        assert call["callback"]["time_to_human_s"] > 0
+        assert "callback_calling" in call["events"] and "callback_answered" in call["events"]
+        machine = simulate(env, *common, "--caller-id", "6175550143", "--callback-answer", "machine")
+        assert machine["callback"]["outcome"] == "machine_hung_up"
+        assert machine["callback"]["attempts"] == 2 and machine["outcome"] == "callback"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0

@@ -553,7 +553,7 @@ def test_retention_purges_old_personal_data_only(r: redis.Redis, jobs_settings: 
         sql_record("sql-old", old)
         sql_record("sql-new", now - day)
         assert retention.purge_expired(now) == {"calls": 2, "forgotten": 1, "recordings": 1,
-                                                "records": 1}
+                                                "records": 1, "callback_numbers": 0}
         with Session(engine) as s:
             gone, kept = s.get(CallRecord, "sql-old"), s.get(CallRecord, "sql-new")
             assert (gone.caller_number, gone.transcript, gone.note) == (None, None, None)
@@ -570,7 +570,7 @@ def test_retention_purges_old_personal_data_only(r: redis.Redis, jobs_settings: 
         assert recent_call["caller_number"] == "+16175550101"
         assert not stale.exists() and fresh.exists()
         assert retention.purge_expired(now) == {"calls": 0, "forgotten": 0, "recordings": 0,
-                                                "records": 0}
+                                                "records": 0, "callback_numbers": 0}
     finally:
         runtime.reset()
 

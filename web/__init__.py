@@ -56,9 +56,10 @@ def create_app(settings: Settings | None = None, testing: bool = False,
         hub=EventHub(settings.effective_redis_url))
     app.teardown_appcontext(state.close_db)
 
-    from web import history, oversight, queue, review, roster
+    from web import callbacks, history, oversight, queue, review, roster
 
-    for blueprint in (auth.bp, queue.bp, roster.bp, history.bp, oversight.bp, review.bp):
+    for blueprint in (auth.bp, queue.bp, callbacks.bp, roster.bp, history.bp, oversight.bp,
+                      review.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/health")

@@ -20,6 +20,7 @@ from crisisline.roster.csv_format import KNOWN_LANGUAGES
 from crisisline.users import audit
 from web import state
 from web.auth import current_user, roles
+from web.callbacks import summary
 
 bp = Blueprint("history", __name__, url_prefix="/history")
 
@@ -120,7 +121,8 @@ def _render_call(record: CallRecord, reveal: str | None = None) -> Any:
     messages = sql_texts.messages(session, record.id) if reveal == "conversation" else []
     return render_template("call_record.html", record=record,
                            events=[(e, _safe_detail(e.detail)) for e in events],
-                           callback=callback, reveal=reveal, messages=messages)
+                           callback=callback, reveal=reveal, messages=messages,
+                           callback_summary=summary(callback) if callback else "")
 
 
 @bp.get("/calls/<call_id>")

@@ -20,7 +20,7 @@ from crisisline.records.schema import CallbackRequest, CallRecord
 from crisisline.roster.csv_format import KNOWN_LANGUAGES
 from web import chart, state
 from web.auth import roles
-from web.report import CallRow, Report, build, seconds_text, total_text
+from web.report import CallbackRow, CallRow, Report, build, seconds_text, total_text
 
 bp = Blueprint("oversight", __name__, url_prefix="/oversight")
 MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -70,9 +70,10 @@ def make_report(start: date, end: date) -> Report:
                CallRecord.end_step, CallRecord.channel)
     rows = [CallRow(*r) for r in session.execute(
         select(*columns).where(CallRecord.started_at >= lo, CallRecord.started_at < hi))]
-    statuses = list(session.scalars(select(CallbackRequest.status).where(
-        CallbackRequest.requested_at >= lo, CallbackRequest.requested_at < hi)))
-    report = build(rows, statuses, s.zone)
+    callbacks = [CallbackRow(*r) for r in session.execute(
+        select(CallbackRequest.status, CallbackRequest.time_to_human_s).where(
+            CallbackRequest.requested_at >= lo, CallbackRequest.requested_at < hi))]
+    report = build(rows, callbacks, s.zone)
     for table in report.tables:
         if table.heading == "Language":
             table.cells = [(f"{KNOWN_LANGUAGES.get(k, k)} ({k})", v) for k, v in table.cells]
@@ -86,7 +87,8 @@ def report() -> Any:
     data = make_report(start, end)
     return render_template("oversight.html", report=data, start=start, end=end, errors=errors,
                            total=total_text(data.total), seconds=seconds_text,
-                           svg=chart.time_to_human(data.bands, data.timing))
+                           total_callbacks=total_text(data.callbacks_requested),
+                           total_text=total_text, svg=chart.time_to_human(data.bands, data.timing))
 
 
 def _csv_cell(value: str) -> str:
@@ -104,6 +106,7 @@ def report_csv() -> Response:
     writer.writerow(["table", "category", "value"])
     writer.writerow(["period", "months", f"{start:%Y-%m} to {end:%Y-%m}"])
     writer.writerow(["all calls", "total", total_text(data.total)])
+    writer.writerow(["callback requests", "requested", total_text(data.callbacks_requested)])
     for table in [*data.tables, data.callbacks]:
         for category, shown in table.cells:
             writer.writerow([_csv_cell(table.title), _csv_cell(category), shown])
@@ -119,6 +122,13 @@ def report_csv() -> Response:
                              f"{value:.1f}" if value is not None else "<5 calls"])
     for label, shown, _ in data.bands:
         writer.writerow(["answered calls by time to a human", label, shown])
+    ct = data.callback_timing
+    title = "callbacks: time from the request to a person"
+    writer.writerow([title, "requests that reached a person", total_text(ct.n)])
+    writer.writerow([title, "median seconds",
+                     f"{ct.median_s:.1f}" if ct.median_s is not None else "<5 requests"])
+    writer.writerow([title, "90th percentile seconds",
+                     f"{ct.p90_s:.1f}" if ct.p90_s is not None else "<5 requests"])
     name = f"peoples-response-report-{start:%Y-%m}-to-{end:%Y-%m}.csv"
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

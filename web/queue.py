@@ -1,4 +1,5 @@
 """Supervisor: the live queue, active calls, responders, callbacks, and stepping in.
+Callback requests' own pages and actions are in web/callbacks.py.
 
 The page is rendered whole once; after that /queue/events (server-sent events fed by the
 Redis event stream through web.live.EventHub) keeps it current, and static/queue.js
@@ -12,18 +13,16 @@ import queue as queue_mod
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import select, update
 
-from crisisline import destinations
-from crisisline.records.schema import CallbackRequest
+from crisisline import clock, destinations
 from crisisline.roster.model import Responder, RosterSnapshot
 from crisisline.roster.store import RosterStore
 from crisisline.users import audit
+from web import callbacks as callback_views
 from web import state
 from web import texts as text_line
 from web.auth import current_user, roles
@@ -37,8 +36,6 @@ KEEPALIVE_S = 15.0
 # Streams end after half an hour; the browser reconnects at once (Last-Event-ID), and the
 # reconnection passes the log-in check again, so a logged-out user's stream can't linger.
 STREAM_LIFETIME_S = 1800.0
-CALLBACK_LIST_LIMIT = 500
-OUTCOME_MAX = 200
 TEXT_MAX = 2000  # a supervisor's message to a texter
 
 
@@ -57,7 +54,8 @@ def responder_state(on_call: bool, live: dict[str, str]) -> str:
 
 def responder_rows(snap: RosterSnapshot, states: dict[str, dict[str, str]],
                    ) -> list[dict[str, Any]]:
-    on = {r.id for r in snap.on_call(datetime.now(UTC))}
+    s = state.settings()
+    on = {r.id for r in snap.on_call(clock.now(s.timezone, s.clock))}
     teams = {t.id: t.name for t in snap.teams}
     rows = [{"r": r, "team": teams.get(r.team_id or "", "Citywide backup" if r.backup else ""),
              "state": responder_state(r.id in on, states.get(r.id, {})),
@@ -79,14 +77,11 @@ def index() -> Any:
         redis_ok = True
     except redis.RedisError:
         last_id, waiting, states, active, redis_ok = "0-0", [], {}, [], False
-    callbacks = list(state.db().scalars(
-        select(CallbackRequest).where(CallbackRequest.status == "waiting")
-        .order_by(CallbackRequest.requested_at).limit(CALLBACK_LIST_LIMIT)))
     names = {r.id: r.name for r in snap.responders}
     return render_template(
         "queue.html", waiting=waiting, active=active, responders=responder_rows(snap, states),
-        callbacks=callbacks, names=names, last_id=last_id, now=time.time(), redis_ok=redis_ok,
-        callback_limit=CALLBACK_LIST_LIMIT)
+        names=names, last_id=last_id, now=time.time(), redis_ok=redis_ok,
+        **callback_views.lists())
 
 
 @bp.get("/events")
@@ -285,65 +280,3 @@ def join(call_id: str) -> Any:
                                     mode=mode)
     flash(f"The dispatcher will ring {target} and put you in the call to {mode}.")
     return redirect(url_for("queue.call_page", call_id=call_id))
-
-
-# ---- callbacks -------------------------------------------------------------------------------
-
-def _callback(call_id: str) -> CallbackRequest:
-    found = state.db().get(CallbackRequest, call_id)
-    if found is None:
-        abort(404)
-    return found
-
-
-@bp.get("/callbacks/<call_id>")
-@roles("supervisor")
-def callback(call_id: str) -> Any:
-    return render_template("callback.html", cb=_callback(call_id), number=None, errors={},
-                           now=datetime.now(UTC))
-
-
-@bp.post("/callbacks/<call_id>/number")
-@roles("supervisor")
-def callback_number(call_id: str) -> Any:
-    cb = _callback(call_id)
-    user = current_user()
-    assert user is not None
-    session = state.db()
-    audit.record(session, user.name, audit.VIEW_CALLER_NUMBER, call_id, "callback request")
-    session.commit()
-    return render_template("callback.html", cb=cb, number=cb.number or "(no number kept)",
-                           errors={}, now=datetime.now(UTC))
-
-
-@bp.post("/callbacks/<call_id>/done")
-@roles("supervisor")
-def callback_done(call_id: str) -> Any:
-    cb = _callback(call_id)
-    user = current_user()
-    assert user is not None
-    outcome = request.form.get("outcome", "").strip()
-    error = None
-    if cb.status == "done":
-        error = f"Already marked done by {cb.done_by}."
-    elif not outcome:
-        error = "Say what happened (reached, no answer, left a message...)."
-    elif len(outcome) > OUTCOME_MAX:
-        error = f"Keep it under {OUTCOME_MAX} characters; no caller details here."
-    if error:
-        return render_template("callback.html", cb=cb, number=None, errors={"outcome": error},
-                               now=datetime.now(UTC)), 422
-    session = state.db()
-    # Only while still waiting: two supervisors finishing the same callback can't both win.
-    changed = session.execute(
-        update(CallbackRequest)
-        .where(CallbackRequest.call_id == call_id, CallbackRequest.status == "waiting")
-        .values(status="done", outcome=outcome, done_by=user.name, done_at=datetime.now(UTC))
-    ).rowcount
-    session.commit()
-    if not changed:
-        session.refresh(cb)
-        return render_template("callback.html", cb=cb, number=None, now=datetime.now(UTC),
-                               errors={"outcome": f"Already marked done by {cb.done_by}."}), 409
-    flash("Callback marked done.")
-    return redirect(url_for("queue.index") + "#callbacks")

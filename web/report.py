@@ -5,6 +5,10 @@ Suppression: a count under 5 is shown as "<5" (primary). When a table has exactl
 such cell with calls in it and the table's total is known, that cell could be worked
 out by subtraction; the next smallest cell is then hidden too (secondary, shown as
 "hidden"). Statistics over fewer than 5 calls are not shown at all.
+
+Callbacks: how many were requested, how each ended (completed, failed, cancelled, the
+fallback desk answered, still open), and the time from the request to a person; the same
+rules, and nothing about who asked.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
+
+from crisisline.records.callbacks import status_of
 
 SMALL = 5
 SMALL_TEXT = "<5"
@@ -36,6 +42,18 @@ class CallRow:
     time_to_human_s: float | None
     end_step: str | None
     channel: str | None = None  # text conversations: sms or chat
+
+
+@dataclass(frozen=True)
+class CallbackRow:
+    """The only columns of a callback request the report reads."""
+    status: str
+    time_to_human_s: float | None = None
+
+
+# How a request ended, in the report's words (SQL status -> category).
+CALLBACK_CATEGORIES = (("bridged", "completed"), ("failed", "failed"), ("cancelled", "cancelled"),
+                       ("fallback_answered", "fallback desk answered"), ("open", "still open"))
 
 
 @dataclass
@@ -99,9 +117,21 @@ class Report:
     timing_by_source: list[tuple[str, Timing]]
     bands: list[tuple[str, str, int]]  # label, shown value, count for drawing (0 if suppressed)
     callbacks: Table
+    callbacks_requested: int = 0
+    callback_timing: Timing = field(default_factory=lambda: Timing(0, None, None))
 
 
-def build(rows: Sequence[CallRow], callback_statuses: Sequence[str], zone: ZoneInfo,
+def callback_figures(rows: Sequence[CallbackRow]) -> tuple[Table, Timing]:
+    """How requests ended (old rows' statuses read as today's) and request-to-a-person time."""
+    names = dict(CALLBACK_CATEGORIES)
+    table = count_table("Callback requests by how they ended", "Ended",
+                        (names.get(status_of(r.status), status_of(r.status)) for r in rows),
+                        order=[name for _, name in CALLBACK_CATEGORIES])
+    reached = timing([r.time_to_human_s for r in rows if r.time_to_human_s is not None])
+    return table, reached
+
+
+def build(rows: Sequence[CallRow], callback_rows: Sequence[CallbackRow], zone: ZoneInfo,
           sources: Sequence[str] = ("direct", "911", "988", "text"),
           outcomes: Sequence[str] = ("bridged", "callback", "abandoned", "fallback")) -> Report:
     tables = [
@@ -127,9 +157,9 @@ def build(rows: Sequence[CallRow], callback_statuses: Sequence[str], zone: ZoneI
     shown = dict(suppress(band_counts))
     drawn = [(label, shown[label], n if shown[label] not in (SMALL_TEXT, HIDDEN_TEXT) else 0)
              for label, n in band_counts]
-    callbacks = count_table("Callback requests", "Status", callback_statuses,
-                            order=("waiting", "done"))
-    return Report(len(rows), tables, timing(answered), by_source, drawn, callbacks)
+    callbacks, callback_timing = callback_figures(callback_rows)
+    return Report(len(rows), tables, timing(answered), by_source, drawn, callbacks,
+                  len(callback_rows), callback_timing)
 
 
 def seconds_text(value: float | None) -> str:

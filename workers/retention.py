@@ -2,7 +2,9 @@
 
 Every hour it removes transcripts, caller numbers and text conversations' messages from
 calls older than ``Settings.retention_days`` (and, for calls that have finished, every Redis
-key they left: their SQL record keeps the de-identified facts), and deletes recordings left under
+key they left: their SQL record keeps the de-identified facts), removes the number of any
+callback request that is over on a call that has ended whatever its age (the recorder does
+that as it goes: this catches what it missed), and deletes recordings left under
 ``var/recordings`` for more than a day (the transcription job deletes each one once its
 transcript is stored; what is left is from failed jobs, languages without a model, or
 crashes).
@@ -40,35 +42,40 @@ def purge_expired(now: float | None = None) -> dict[str, int]:
     r = runtime.connection()
     now = time.time() if now is None else now
     cutoff = now - settings.retention_days * 86400
-    calls = forgotten = 0
+    calls = forgotten = numbers = 0
     for call_id in list(store.iter_call_ids(r)):
         began = store.call_time(r, call_id)
         if began is None or began >= cutoff:
+            numbers += store.forget_callback_number(r, call_id)
             continue
         if store.purge_personal(r, call_id, now):
             calls += 1
         if store.forget_call(r, call_id):
             forgotten += 1
     files = purge_recordings(settings.recordings_path, now)
-    records = purge_records(settings, cutoff)
+    records, finished = purge_records(settings, cutoff)
     log.info("retention: cleared transcript/number of %d calls in Redis (%d finished ones "
-             "deleted there) and %d call records older than %d days, deleted %d recordings "
-             "older than a day", calls, forgotten, records, settings.retention_days, files)
+             "deleted there) and %d call records older than %d days, the numbers of %d finished "
+             "callback requests (%d in SQL), deleted %d recordings older than a day", calls,
+             forgotten, records, settings.retention_days, numbers, finished, files)
     try:
         schedule_next(r, now)
     except Exception as exc:  # the purge is done; the next worker start schedules again
         log.error("retention: could not schedule the next run: %s", exc)
-    return {"calls": calls, "forgotten": forgotten, "recordings": files, "records": records}
+    return {"calls": calls, "forgotten": forgotten, "recordings": files, "records": records,
+            "callback_numbers": numbers + finished}
 
 
-def purge_records(settings: Any, cutoff: float) -> int:
+def purge_records(settings: Any, cutoff: float) -> tuple[int, int]:
     """The same promise in SQL: call records and callback requests lose the caller's number
     and transcript, and text conversations their messages, once they are older than the
-    retention period."""
+    retention period; a callback request that is over on a closed call loses its number at
+    any age. Returns (records purged for age, callback numbers cleared for being over)."""
     from sqlalchemy import or_, update
     from sqlalchemy.orm import Session
 
     from crisisline import db
+    from crisisline.records import callbacks as sql_callbacks
     from crisisline.records import texts as sql_texts
     from crisisline.records.schema import CallbackRequest, CallRecord
 
@@ -89,7 +96,8 @@ def purge_records(settings: Any, cutoff: float) -> int:
                             .values(number=None))
             # Text conversations: their messages are what a transcript is to a call.
             done += sql_texts.purge_before(session, before)
-        return int(done or 0)
+            finished = sql_callbacks.forget_finished_numbers(session)
+        return int(done or 0), finished
     finally:
         engine.dispose()
 

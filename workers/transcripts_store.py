@@ -30,8 +30,9 @@ _EVENT_FOR = {DONE: "transcript_ready", EMPTY: "transcript_ready",
 # Personal data a call hash may hold, cleared by retention.
 PERSONAL_FIELDS = ("transcript", "caller_number", "callback_number", "note")
 ENDED_STATES = frozenset({"ended", "abandoned", "fallback"})
-# States after which nothing more happens to a call in Redis (SQL keeps its record).
-FINISHED_STATES = ENDED_STATES | {"callback"}
+# States after which nothing more happens to a call in Redis (SQL keeps its record): a
+# callback request that failed, or was cancelled after its caller left, ends its call too.
+FINISHED_STATES = ENDED_STATES | {"callback", "callback_failed", "cancelled"}
 
 # Write only into a call that exists (never resurrect a purged or unknown call as a stray
 # hash), and write the outcome and its event together.
@@ -112,6 +113,18 @@ def purge_personal(r: Redis, call_id: str, now: float) -> bool:
     if removed:
         r.hset(key, "purged_at", f"{now:.3f}")
     return bool(removed)
+
+
+def forget_callback_number(r: Redis, call_id: str) -> bool:
+    """A callback request that is over, on a call that has ended: its number goes now, not
+    after the retention period (the recorder does this as it goes; this catches any it
+    missed). True if there was one to remove."""
+    state, cb_state, number = (
+        v.decode() if isinstance(v, bytes) else (v or "")
+        for v in r.hmget(call_key(call_id), ["state", "cb_state", "callback_number"]))
+    if not number or state not in FINISHED_STATES or cb_state != "done":
+        return False  # (at the fallback desk a request stays open: pending if they leave)
+    return bool(r.hdel(call_key(call_id), "callback_number"))
 
 
 def forget_call(r: Redis, call_id: str) -> bool:

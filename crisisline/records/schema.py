@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crisisline.db import Base
@@ -70,18 +70,35 @@ class CallEvent(Base):
 
 
 class CallbackRequest(Base):
+    """A callback request (crisisline/callbacks.py), kept true by the recorder from the call's
+    ``cb_*`` fields. Statuses: crisisline.records.callbacks (``open`` while the line works it;
+    rows from before migration 0007 say ``waiting`` for open and ``done`` for closed by hand)."""
+
     __tablename__ = "callback_requests"
 
     call_id: Mapped[str] = mapped_column(ForeignKey("call_records.id", ondelete="CASCADE"),
                                          primary_key=True)
-    number: Mapped[str | None] = mapped_column(String(32))  # purged by retention
+    # Identifying: written once, when the request is recorded; cleared as soon as the request
+    # is over and its call has ended, and by retention in any case.
+    number: Mapped[str | None] = mapped_column(String(32))
     language: Mapped[str] = mapped_column(String(16))
     neighborhood: Mapped[str | None] = mapped_column(String(64))
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="waiting", index=True)
+    status: Mapped[str] = mapped_column(String(24), default="open", index=True)
+    # A supervisor's short reason when they cancelled (closed) it; no caller details.
     outcome: Mapped[str | None] = mapped_column(String(200))
-    done_by: Mapped[str | None] = mapped_column(String(64))
+    done_by: Mapped[str | None] = mapped_column(String(64))  # the supervisor who cancelled it
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The number they called from is safe to call back (None: it was withheld).
+    safe_here: Mapped[bool | None] = mapped_column(Boolean)
+    message_ok: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    message_left: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The last attempt's result (crisisline.callbacks: bridged, no_answer, busy, ...).
+    result: Mapped[str | None] = mapped_column(String(32))
+    # From the request to a person (the responder, with the caller).
+    time_to_human_s: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class TextMessage(Base):

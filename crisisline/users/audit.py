@@ -1,5 +1,6 @@
 """The audit log: who read which caller's transcript or number (or a texter's
-conversation), and who changed which prompt (its text, its review, its recording), and when."""
+conversation), who changed which prompt (its text, its review, its recording), who started,
+moved or cancelled a callback request, and when."""
 
 from __future__ import annotations
 
@@ -23,7 +24,14 @@ PROMPT_RECORDING_REMOVED = "prompt_recording_removed"
 PROMPT_CONFLICT = "prompt_conflict"  # a reviewer decided between their text and a release's
 PROMPT_ACTIONS = (PROMPT_TEXT, PROMPT_REVIEWED, PROMPT_RECORDING, PROMPT_RECORDING_REMOVED,
                   PROMPT_CONFLICT)
-ACTIONS = (VIEW_TRANSCRIPT, VIEW_CALLER_NUMBER, VIEW_CONVERSATION, *PROMPT_ACTIONS)
+# A supervisor working a callback request (call_id: the request's call; detail: the
+# responder rung, or the cancel's reason).
+CALLBACK_START_NOW = "callback_start_now"
+CALLBACK_RING = "callback_ring"
+CALLBACK_CANCEL = "callback_cancel"
+CALLBACK_ACTIONS = (CALLBACK_START_NOW, CALLBACK_RING, CALLBACK_CANCEL)
+ACTIONS = (VIEW_TRANSCRIPT, VIEW_CALLER_NUMBER, VIEW_CONVERSATION, *PROMPT_ACTIONS,
+           *CALLBACK_ACTIONS)
 
 
 def record(session: Session, user_name: str, action: str, call_id: str | None,

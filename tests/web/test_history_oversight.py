@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from crisisline import config, db
 from crisisline.users.schema import AuditEntry
 from tests.web.conftest import add_record
-from web.report import CallRow, build, suppress, timing
+from web.report import CallbackRow, CallRow, build, suppress, timing
 
 NY_NOON = datetime(2026, 3, 10, 16, 0, tzinfo=UTC)  # 12:00 in Boston (EDT)
 
@@ -138,8 +138,11 @@ def test_report_rules() -> None:
     assert t.median_s == 5.5 and t.p90_s is not None and 9.0 <= t.p90_s <= 10.0
     assert timing([1.0, 2.0, 3.0, 4.0]).median_s is None  # under 5 calls: no statistic
     ny = datetime(2026, 7, 1, 3, 30, tzinfo=UTC)  # 23:30 the day before in Boston
-    report = build([CallRow("direct", "en", None, ny, "bridged", 12.0, None)] * 6, ["done"],
-                   ZoneInfo("America/New_York"))
+    report = build([CallRow("direct", "en", None, ny, "bridged", 12.0, None)] * 6,
+                   [CallbackRow("done")], ZoneInfo("America/New_York"))
     hours = dict(next(t for t in report.tables if t.heading == "Hour (local)").cells)
     assert hours["23:00"] == "6" and hours["03:00"] == "<5"
-    assert dict(report.callbacks.cells) == {"waiting": "<5", "done": "<5"}
+    # An old row closed by hand ("done") counts as cancelled.
+    assert dict(report.callbacks.cells) == {"completed": "<5", "failed": "<5", "cancelled": "<5",
+                                            "fallback desk answered": "<5", "still open": "<5"}
+    assert report.callbacks_requested == 1 and report.callback_timing.median_s is None

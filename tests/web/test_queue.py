@@ -159,32 +159,40 @@ def audit_rows(settings: config.Settings) -> list[AuditEntry]:
         engine.dispose()
 
 
-def test_callback_number_is_audited_and_done_is_recorded_once(
+def test_an_old_open_request_is_listed_audited_and_closed_by_cancel_once(
         clients: dict[str, FlaskClient], web_settings: config.Settings) -> None:
+    """A row from before the line worked callbacks itself ("waiting", nothing in Redis): the
+    line will not call it, so supervisors see it, may read the number (audited), and close it
+    with Cancel and a short reason (what "Mark done" was)."""
     add_record(web_settings, "cb1", outcome="callback", callback=True,
                caller_number="+16175550177")
     sup = clients["supervisor"]
     page = sup.get("/queue/").get_data(as_text=True)
-    assert "/queue/callbacks/cb1" in page and "5550177" not in page
+    assert 'id="unheld-cb1"' in page and "5550177" not in page
     assert "5550177" not in sup.get("/queue/callbacks/cb1").get_data(as_text=True)
     assert audit_rows(web_settings) == []
     shown = sup.post("/queue/callbacks/cb1/number", data={"csrf_token": TOKEN})
     assert "+16175550177" in shown.get_data(as_text=True)
     [row] = audit_rows(web_settings)
     assert (row.user_name, row.action, row.call_id) == ("supervisor", "view_caller_number", "cb1")
-    empty = sup.post("/queue/callbacks/cb1/done", data={"csrf_token": TOKEN, "outcome": ""})
-    assert empty.status_code == 422 and 'id="e-outcome"' in empty.get_data(as_text=True)
-    done = sup.post("/queue/callbacks/cb1/done", data={"csrf_token": TOKEN, "outcome": "reached"})
+    empty = sup.post("/queue/callbacks/cb1/cancel", data={"csrf_token": TOKEN, "reason": " "})
+    assert empty.status_code == 422 and 'id="e-reason"' in empty.get_data(as_text=True)
+    long = sup.post("/queue/callbacks/cb1/cancel", data={"csrf_token": TOKEN, "reason": "x" * 201})
+    assert long.status_code == 422 and "200 characters" in long.get_data(as_text=True)
+    done = sup.post("/queue/callbacks/cb1/cancel", data={"csrf_token": TOKEN, "reason": "reached"})
     assert done.status_code == 302
-    again = sup.post("/queue/callbacks/cb1/done", data={"csrf_token": TOKEN, "outcome": "twice"})
-    assert again.status_code in (409, 422)
+    again = sup.post("/queue/callbacks/cb1/cancel", data={"csrf_token": TOKEN, "reason": "twice"})
+    assert again.status_code == 409 and b"already over" in again.data
     engine = db.engine_for(web_settings)
     with Session(engine) as s:
         cb = s.get(CallbackRequest, "cb1")
         assert cb is not None
-        assert (cb.status, cb.outcome, cb.done_by) == ("done", "reached", "supervisor")
+        assert (cb.status, cb.outcome, cb.done_by) == ("cancelled", "reached", "supervisor")
+        assert cb.ended_at is not None
     engine.dispose()
-    assert "/queue/callbacks/cb1" not in sup.get("/queue/").get_data(as_text=True)
+    assert [(r.action, r.detail) for r in audit_rows(web_settings)][1:] == [
+        ("callback_cancel", "reached")]
+    assert 'id="unheld-cb1"' not in sup.get("/queue/").get_data(as_text=True)
 
 
 def test_queue_page_at_a_thousand_waiting_calls(clients: dict[str, FlaskClient],

@@ -1,6 +1,10 @@
 """Copies the Redis event stream into SQL: a call record per call, its timeline, callbacks,
 and a text conversation's messages when it ends.
 
+A callback request's row is kept true on every event of its call (attempts, last result,
+status, time to a human; crisisline/records/callbacks.py). Once the request is over and its
+call has ended, its number goes at once, from SQL and from the call's hash in Redis.
+
 Reads ``pr:events`` through a consumer group, so a restart resumes where it stopped and
 nothing is lost; writes are idempotent (upserts by call id, events and messages by stream
 id), so a replayed event changes nothing. No audio, ever. A conversation the texter erased
@@ -21,8 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from crisisline.records import callbacks as sql_callbacks
 from crisisline.records import texts as sql_texts
-from crisisline.records.schema import CallbackRequest, CallEvent, CallRecord
+from crisisline.records.schema import CallEvent, CallRecord
 from crisisline.stores.calls import EVENTS, call_key
 from crisisline.stores.offers import OfferStore
 from crisisline.stores.texts import TextStore
@@ -31,7 +36,17 @@ log = logging.getLogger(__name__)
 GROUP = "recorder"
 # Events after which the call's record is final.
 TERMINAL = {"call_ended": "bridged", "caller_hung_up": "abandoned", "fallback": "fallback",
-            "max_wait_reached": None}
+            "max_wait_reached": None, "callback_failed": "callback"}
+# What the record says for the state a call ended in.
+OUTCOME_OF_STATE = {"ended": "bridged", "abandoned": "abandoned", "fallback": "fallback",
+                    "callback": "callback", "callback_failed": "callback", "cancelled": "callback"}
+
+
+def terminal(body: dict[str, str]) -> bool:
+    """The event ends the call: a callback request that was cancelled after its caller left
+    ends it too (``ends_call``)."""
+    kind = body.get("type", "")
+    return kind in TERMINAL or (kind == "callback_cancelled" and body.get("ends_call") == "1")
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -121,7 +136,7 @@ class Recorder:
         messages = {}
         for _, body in events:
             cid = body.get("call_id", "")
-            if body.get("type") in TERMINAL and calls.get(cid, {}).get("source") == "text":
+            if terminal(body) and calls.get(cid, {}).get("source") == "text":
                 messages[cid] = await self.texts.messages(cid, count=10_000)
         await asyncio.to_thread(self.write, events, calls, messages)
         for cid in (c for c, data in calls.items() if data.get("source") == "text"):
@@ -131,13 +146,19 @@ class Recorder:
             elif cid in messages:
                 await self.texts.archived(cid)
         for _, body in events:
-            if body.get("type") in TERMINAL:
+            if terminal(body):
                 data = calls.get(body.get("call_id", ""), {})
                 if data.get("accepted_by"):
                     # Normally freed when their leg hangs up (CallWatch); this covers a leg
                     # whose Hangup this process never saw.
                     await self.offers.end_call(data["accepted_by"], body["call_id"], self.wrapup_s)
                 delete_message_audio(data)
+        for cid, data in calls.items():
+            if data.get("callback_number") and data.get("cb_requested_at") and \
+                    sql_callbacks.finished(data):
+                # Written to SQL (and cleared there) above: the request is over, the call
+                # has ended, nobody will dial it again.
+                await self.redis.hdel(call_key(cid), "callback_number")
         await self.redis.xack(EVENTS, GROUP, *[eid for eid, _ in events])
 
     def write(self, events: list[tuple[str, dict[str, str]]], calls: dict[str, dict[str, str]],
@@ -168,11 +189,7 @@ class Recorder:
                     session.add(CallEvent(call_id=cid, at=_ts(body.get("at")) or datetime.now(UTC),
                                           type=body.get("type", "?")[:32], detail=detail,
                                           stream_id=eid))
-                if body.get("type") == "callback_requested" and not session.get(CallbackRequest, cid):
-                    session.add(CallbackRequest(
-                        call_id=cid, number=data.get("callback_number") or None,
-                        language=record.language, neighborhood=record.neighborhood,
-                        requested_at=_ts(body.get("at")) or datetime.now(UTC), status="waiting"))
+                sql_callbacks.sync(session, record, data, body, fresh=eid not in seen)
             for cid, rows in (messages or {}).items():
                 if cid in records:
                     session.flush()
@@ -201,11 +218,9 @@ class Recorder:
             record.transcript = data.get("transcript") or None
         if data.get("time_to_human_s"):
             record.time_to_human_s = float(data["time_to_human_s"])
-        kind = body.get("type", "")
-        if kind in TERMINAL:
+        if terminal(body):
             state = data.get("state", "")
-            outcome = {"ended": "bridged", "abandoned": "abandoned", "fallback": "fallback",
-                       "callback": "callback"}.get(state) or TERMINAL[kind] or "fallback"
+            outcome = OUTCOME_OF_STATE.get(state) or TERMINAL.get(body.get("type", "")) or "fallback"
             if data.get("accepted_by") and state in ("ended", "bridged"):
                 outcome = "bridged"
             record.outcome = outcome
