@@ -191,7 +191,7 @@ def test_simulate_follows_a_callback_from_the_offer_to_a_person(tmp_path):
     and hangs up; then responders answer: the line rings one, then calls the caller back."""
     env = up_env(tmp_path, PR_CALLBACK_RETRY_S="1", PR_CALLBACK_ATTEMPTS="2",
                  PR_WAVE_TIMEOUT_S="2", PR_RING_PER_WAVE="0")
-    proc, log = start_up(env, tmp_path / "up.log")
+    proc, _ = start_up(env, tmp_path / "up.log")
     try:
         common = ["--keys", "2 02121 2", "--callback-keys", "1 1 2", "--responders", "never",
                   "--responders-after-callback", "answer:1", "--leave-after-callback"]

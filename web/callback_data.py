@@ -168,6 +168,8 @@ def open_requests(client: redis.Redis) -> list[Request]:
         states = pipe.execute()
     wanted = [i for i, s in zip(ids, states, strict=True) if _text(s) in sql_callbacks.OPEN_STATES]
     found = _read(client, wanted)
+    if not found:
+        return []
     scores = waiting_scores(client)
     order = sorted(scores, key=lambda i: (scores[i], i))
     place = {call_id: n for n, call_id in enumerate(order, start=1)}

@@ -14,6 +14,11 @@
   var announce = document.getElementById("announce");
   var WAITING = { waiting: true, dispatching: true };
   var newCallbacks = 0;
+  var CALLBACK_CHANGES = {
+    callback_requested: true, callback_pending: true, callback_calling: true,
+    callback_answered: true, callback_attempt_failed: true, callback_failed: true,
+    callback_cancelled: true, callback_closed: true, callback_rejoined: true
+  };
 
   function names(id) {
     var row = document.getElementById("r-" + id);
@@ -108,7 +113,8 @@
       queued: "New call waiting: " + what + ".",
       accepted: call ? names(call.accepted_by) + " took the call (" + what + ")." : "",
       caller_hung_up: "A caller hung up" + (what ? " (" + what + ")" : "") + ".",
-      fallback: "A call went to the fallback line" + (what ? " (" + what + ")" : "") + "."
+      fallback: "A call went to the fallback line" + (what ? " (" + what + ")" : "") + ".",
+      callback_failed: "A callback request failed: nobody answered its last attempt."
     }[event.type];
     if (text) { announce.textContent = text; }
   }
@@ -132,10 +138,11 @@
     }
     var responders = payload.responders || {};
     Object.keys(responders).forEach(function (rid) { responderState(rid, responders[rid]); });
-    if (event.type === "callback_requested") {
+    if (CALLBACK_CHANGES[event.type]) {
+      // The callback list (places, attempts, next tries) is drawn by the server: say it moved.
       newCallbacks += 1;
       var note = document.getElementById("callbacks-new");
-      note.querySelector("span").textContent = newCallbacks + " new callback request(s) since this page loaded.";
+      note.querySelector("span").textContent = newCallbacks + " change(s) to callback requests since this page loaded.";
       note.hidden = false;
     }
     counts();

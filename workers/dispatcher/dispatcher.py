@@ -138,11 +138,34 @@ class Dispatcher(CallEnds):
                 except TimeoutError:
                     pass
                 continue
-            task = asyncio.create_task(self.dispatch(call_id), name=f"call {call_id}")
+            # A call can come back to us while its previous task is still finishing (it
+            # handed the call back, then logs and returns): the new one waits for it, and only
+            # a task's own entry is removed when it ends, so stopping cancels every one.
+            previous = self.tasks.get(call_id)
+            task = asyncio.create_task(self._dispatch_after(previous, call_id),
+                                       name=f"call {call_id}")
             self.tasks[call_id] = task
-            task.add_done_callback(lambda _t, c=call_id: self.tasks.pop(c, None))
+            task.add_done_callback(self._forget_task)
         for task in list(self.tasks.values()):
             task.cancel()
+
+    def _forget_task(self, task: asyncio.Task) -> None:
+        call_id = task.get_name().removeprefix("call ")
+        if self.tasks.get(call_id) is task:
+            del self.tasks[call_id]
+
+    async def _dispatch_after(self, previous: asyncio.Task | None, call_id: str) -> None:
+        if previous is not None and not previous.done():
+            # Awaited, not shielded: cancelling this task (a stop) cancels that one too.
+            try:
+                await previous
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            except Exception:  # its failure was its own, logged where it happened
+                pass
+        await self.dispatch(call_id)
 
     # ---- one call ------------------------------------------------------------------------
     async def _hash(self, call_id: str) -> dict[str, str]:

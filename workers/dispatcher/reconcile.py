@@ -44,6 +44,11 @@ class Reconciler:
     def __init__(self, dispatcher: Dispatcher, every_s: float = RECONCILE_S) -> None:
         self.d = dispatcher
         self.every_s = every_s
+        # When a pass left a responder alone because their offer was too young to judge
+        # (its leg may not be up yet), the next pass comes as soon as it can be judged, not
+        # every_s later: a leg that ended while no dispatcher listened (say the one that rang
+        # it died) must not keep that responder "ringing" for half a minute.
+        self.revisit_in: float | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """As soon as an AMI session is up (after every reconnect too), then every every_s."""
@@ -54,10 +59,13 @@ class Reconciler:
             if since is not None and (since != session or time.monotonic() >= next_at):
                 session = since
                 next_at = time.monotonic() + self.every_s
+                self.revisit_in = None
                 try:
                     await self.once()
                 except Exception:
                     log.exception("reconciling Redis with the PBX failed; next try later")
+                if self.revisit_in is not None:
+                    next_at = min(next_at, time.monotonic() + self.revisit_in)
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except TimeoutError:
@@ -148,9 +156,14 @@ class Reconciler:
                 data = await self.d._hash(call_id)
                 if data.get("source") == Source.TEXT:
                     continue  # a text offer has no leg: its link's lifetime ends it (textline)
+                age = time.time() - float(data.get("wave_started_at") or 0)
                 if not accepted and data.get("state") in ("waiting", "dispatching") and \
-                        time.time() - float(data.get("wave_started_at") or 0) < YOUNG_S:
-                    continue  # ringing right now: its leg may not be up yet
+                        age < YOUNG_S:
+                    # Ringing right now: its leg may not be up yet. Look again when it can
+                    # be judged.
+                    wait = YOUNG_S - age + 0.5
+                    self.revisit_in = min(self.revisit_in or wait, wait)
+                    continue
                 if accepted:
                     # The call ended when the PBX (or our process) went away, some time ago:
                     # no further rest is owed to anyone.

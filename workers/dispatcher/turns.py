@@ -7,11 +7,12 @@ order (priority, then arrival: ``queue_score``), a callback request included, ho
 long ago its caller hung up. Without this, whichever call happened to look first would
 take them.
 
-So a call that found nobody to ring is *starving*: it waits for the next tick (every
-``tick_s``, or sooner when something frees a responder: an offer passed, a call ended),
-together with every other starving call, and then they plan one at a time in queue order
-through the gate. While any call is starving, a newly claimed call plans through the gate
-too, behind the ones that were there first. A starving call that is busy elsewhere when its
+So calls plan and ring one at a time, in queue order, through a gate (a plan is a few
+Redis round trips: a burst of calls claimed together is served in order, not in whichever
+order their tasks happen to run). A call that found nobody to ring is *starving*: it waits
+for the next tick (every ``tick_s``, or sooner when something frees a responder: an offer
+passed, a call ended), together with every other starving call, and they pass the gate in
+queue order. A starving call that is busy elsewhere when its
 turn comes (writing an event, say) is waited for, briefly (``GRACE_S``), before a call
 behind it may go. Within one dispatcher process; with several, each keeps its own order
 (docs/scaling.md).
@@ -55,10 +56,8 @@ class Turns:
 
     @asynccontextmanager
     async def turn(self, call_id: str, score: float) -> AsyncIterator[None]:
-        """Plan and ring, in queue order while anyone is starving; at once otherwise."""
-        if not self.starving:
-            yield
-            return
+        """Plan and ring, one call at a time, in queue order. (Calls claimed in a burst
+        would otherwise race each other to the first free responders.)"""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (score, next(self._seq), call_id, fut))
         self._schedule()
