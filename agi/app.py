@@ -11,7 +11,7 @@ from typing import Any
 
 from agi.menu import MenuLanguages
 from crisisline.config import Settings
-from crisisline.stores import async_redis
+from crisisline.stores import async_redis, sync_redis
 from crisisline.stores.callbacks import CallbackStore
 from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore
@@ -81,9 +81,8 @@ class AgiApp:
 
 @cache
 def _sync_redis(url: str):
-    import redis
 
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+    return sync_redis(url, socket_timeout=5, socket_connect_timeout=3)
 
 
 def _enqueue(settings: Settings, call_id: str, wav_path: str, language: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ class Settings:
 
     # Redis: empty means "none configured": `up` starts a local redis-server.
     redis_url: str = ""
+    # Redis behind Sentinel (several machines): the sentinels as host:port, and the name
+    # they monitor the primary under. With sentinels, redis_url's host is not used (its
+    # database number, password and TLS are).
+    redis_sentinels: tuple[str, ...] = ()
+    redis_service: str = "peoples-response"
     # SQL: SQLite file by default, PostgreSQL by URL.
     database_url: str = ""
     var_dir: str = str(ROOT / "var")
@@ -182,7 +188,17 @@ class Settings:
 
     @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or "redis://127.0.0.1:6379/0"
+        """Where Redis is, as one string every process can be handed (crisisline.stores
+        opens it): a redis:// URL, or with sentinels
+        ``redis+sentinel://HOST:PORT,HOST:PORT/SERVICE/DB``."""
+        base = self.redis_url or "redis://127.0.0.1:6379/0"
+        if not self.redis_sentinels:
+            return base
+        netloc, _, path = base.partition("://")[2].partition("/")
+        auth = netloc.rpartition("@")[0]  # the primary's password goes along
+        db = path if path.isdigit() else "0"
+        return (f"redis+sentinel://{auth + '@' if auth else ''}{','.join(self.redis_sentinels)}"
+                f"/{self.redis_service}/{db}")
 
     @property
     def sql_url(self) -> str:
@@ -355,6 +371,12 @@ def validate(s: Settings) -> list[str]:
         problems.append("database_url must be a sqlite: or postgresql: URL")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis_url must be a redis:// URL")
+    for sentinel in s.redis_sentinels:
+        host, _, port = sentinel.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            problems.append(f"redis_sentinels: {sentinel!r} is not HOST:PORT")
+    if s.redis_sentinels and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", s.redis_service):
+        problems.append("redis_service must be the name the sentinels monitor (letters, digits, . _ -)")
     problems += _text_problems(s)
     return problems
 

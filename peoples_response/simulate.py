@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from crisisline.config import ROOT, Settings
+from crisisline.stores import sync_redis
 from crisisline.stores.calls import EVENTS, call_key
 from peoples_response.up import read_runtime
 from standin.caller import CallerScript, parse_keys
@@ -435,9 +436,10 @@ def _phones(spec: str, extra: dict[str, str] | None = None) -> list[tuple[str, s
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     agi = _agi_address(args, settings)
-    redis_url = settings.redis_url or read_runtime(settings).get("redis_url") \
+    redis_url = (settings.redis_sentinels and settings.effective_redis_url) \
+        or settings.redis_url or read_runtime(settings).get("redis_url") \
         or settings.effective_redis_url
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis(redis_url)
     try:
         client.ping()
     except redis.ConnectionError:

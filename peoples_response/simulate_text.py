@@ -36,6 +36,7 @@ import redis
 from crisisline import db, destinations
 from crisisline.config import Settings
 from crisisline.roster.store import RosterStore
+from crisisline.stores import sync_redis
 from crisisline.stores.calls import EVENTS, call_key
 from crisisline.stores.texts import chat_key, from_key
 from peoples_response.simulate import _rung
@@ -142,8 +143,9 @@ def _by_chat(chat: str, messages: list[str],
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     runtime = read_runtime(settings)
-    redis_url = settings.redis_url or runtime.get("redis_url") or settings.effective_redis_url
-    client = redis.Redis.from_url(redis_url)
+    redis_url = (settings.redis_sentinels and settings.effective_redis_url) \
+        or settings.redis_url or runtime.get("redis_url") or settings.effective_redis_url
+    client = sync_redis(redis_url)
     try:
         client.ping()
     except redis.ConnectionError:

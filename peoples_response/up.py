@@ -79,6 +79,8 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen, what: str, seconds:
 
 
 def _start_redis(settings: Settings, logs: Path) -> tuple[str, subprocess.Popen | None]:
+    if settings.redis_sentinels:
+        return settings.effective_redis_url, None  # the processes read PR_REDIS_SENTINELS too
     if settings.redis_url:
         return settings.redis_url, None
     if _reachable("127.0.0.1", UP_REDIS_PORT):
@@ -156,7 +158,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         prompts_cmd.render_missing(settings)
     mode = pbx_mode(settings)
     redis_url, redis_proc = _start_redis(settings, logs)
-    env = {**os.environ, "PR_REDIS_URL": redis_url, "PR_VAR_DIR": str(settings.var_path)}
+    env = {**os.environ, "PR_VAR_DIR": str(settings.var_path)}
+    if not settings.redis_sentinels:
+        env["PR_REDIS_URL"] = redis_url
     if mode in ("standin", "real") and not settings.ami_secret:
         # The PBX and the dispatcher share a secret made for this run only.
         env["PR_AMI_SECRET"] = secrets.token_hex(16)

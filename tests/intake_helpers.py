@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import redis
-
 from agi.app import AgiApp
 from agi.server import AgiServer
 from crisisline.config import ROOT, Settings
+from crisisline.stores import sync_redis
 from crisisline.stores.calls import CLAIMED, EVENTS, QUEUE, call_key
 from standin.caller import CallerScript
 from standin.channel import CallTrace
@@ -49,7 +48,7 @@ class Redis:
     """Synchronous look into the test database."""
 
     def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.client = sync_redis(url, decode_responses=True)
 
     def call(self, call_id: str) -> dict[str, str]:
         return self.client.hgetall(call_key(call_id))

@@ -1,6 +1,7 @@
 """Callbacks on the real Asterisk 22: the responder's leg dials the caller through the
-carrier trunk, Dial's U() runs answering-machine detection (app_amd, asterisk/amd.conf) on
-what answers, and G() puts a person into the room. The world Asterisk's phones are a person
+carrier trunk; when it is answered, Dial's G() sends the caller's leg through
+answering-machine detection (app_amd, asterisk/amd.conf; [pr-callback-answered]) and puts a
+person into the room. The world Asterisk's phones are a person
 who says "Hello?" (Asterisk's own hello.wav) and a voicemail that plays vm-intro and a beep:
 AMD must tell them apart, and the caller's answers must be obeyed."""
 

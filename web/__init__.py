@@ -21,6 +21,7 @@ from crisisline import config, db
 from crisisline.config import Settings
 from crisisline.prompts.recording import too_big_message
 from crisisline.roster.csv_format import KNOWN_LANGUAGES
+from crisisline.stores import sync_redis
 from web import auth, security, state
 from web.live import EventHub, Live
 
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, testing: bool = False,
     app.before_request(auth.guard)
     security.configure(app, settings, https)
 
-    client = redis.Redis.from_url(settings.effective_redis_url, socket_timeout=5,
+    client = sync_redis(settings.effective_redis_url, socket_timeout=5,
                                   health_check_interval=30)
     app.extensions["peoples_response"] = state.PanelState(
         settings=settings, engine=db.engine_for(settings), live=Live(client),

@@ -19,11 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
-from redis.asyncio import Redis as AsyncRedis
 
 from crisisline import callbacks as cb
 from crisisline.config import Settings
 from crisisline.records import callbacks as sql_callbacks
+from crisisline.stores import async_client
 from crisisline.stores.callbacks import LATER, CallbackStore
 from crisisline.stores.calls import CLAIMED, LIVE, QUEUE, call_key
 
@@ -210,7 +210,7 @@ def number(client: redis.Redis, call_id: str) -> str:
 
 def _run(settings: Settings, action: str, call_id: str, by: str = "", reason: str = "") -> bool:
     async def go() -> bool:
-        client = AsyncRedis.from_url(settings.effective_redis_url, socket_timeout=10)
+        client = async_client(settings.effective_redis_url, socket_timeout=10)
         try:
             store = CallbackStore(client)
             if action == "start_now":

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from crisisline.stores import sync_redis
 from crisisline.stores.calls import CLAIMED, EVENTS, PREFIX, QUEUE, call_key
 
 try:  # the offers store defines these now; keep the panel working while it lands
@@ -229,7 +230,7 @@ class EventHub:
             if self._thread is None or not self._thread.is_alive():
                 # The reader starts from the stream's end as of now, read here and not in
                 # the thread: a panel catching up to "now" (since()) then misses nothing.
-                client = redis.Redis.from_url(self.url, socket_timeout=10)
+                client = sync_redis(self.url, socket_timeout=10)
                 try:
                     start = Live(client).last_event_id()
                 finally:
@@ -259,7 +260,7 @@ class EventHub:
                 sub.overflowed = True
 
     def _run(self, start: str) -> None:
-        client = redis.Redis.from_url(self.url, socket_timeout=10)
+        client = sync_redis(self.url, socket_timeout=10)
         live = Live(client)
         last = start
         down = False

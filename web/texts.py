@@ -12,10 +12,9 @@ from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-
 from crisisline.config import Settings
 from crisisline.prompts.catalog import Catalog, load_catalog
+from crisisline.stores import async_client
 from crisisline.stores.texts import TextStore
 from textline.conversation import Conversations
 from textline.sms import SmsClient
@@ -30,7 +29,7 @@ def _catalog() -> Catalog:
 
 def run(settings: Settings, action: Callable[[Conversations], Awaitable[T]]) -> T:
     async def go() -> T:
-        redis = Redis.from_url(settings.effective_redis_url, socket_timeout=10)
+        redis = async_client(settings.effective_redis_url, socket_timeout=10)
         try:
             conversations = Conversations(settings, TextStore(redis), _catalog(),
                                           SmsClient.from_settings(settings))

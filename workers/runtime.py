@@ -14,6 +14,7 @@ from redis import Redis
 
 from crisisline import config
 from crisisline.speech.models import ModelRegistry
+from crisisline.stores import sync_redis
 
 log = logging.getLogger(__name__)
 
@@ -54,4 +55,4 @@ def connection() -> Redis:
     job = get_current_job()
     if job is not None:
         return job.connection
-    return Redis.from_url(settings().effective_redis_url)
+    return sync_redis(settings().effective_redis_url)

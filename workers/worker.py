@@ -20,6 +20,7 @@ from rq import Queue, SimpleWorker, Worker
 
 from crisisline.config import Settings
 from crisisline.speech.models import ModelRegistry, model_path_for
+from crisisline.stores import sync_redis
 from workers import retention, runtime
 from workers.enqueue import QUEUE as TRANSCRIPTION_QUEUE
 from workers.transcription import on_horse_killed
@@ -58,7 +59,7 @@ def build_worker(settings: Settings, connection: Redis, worker_class: str = "for
 def run_worker(settings: Settings, burst: bool = False, *, worker_class: str = "fork",
                preload: bool = True, out: IO[str] = sys.stdout) -> int:
     """Preload models, schedule retention, then work until stopped (or the queues drain)."""
-    connection = Redis.from_url(settings.effective_redis_url)
+    connection = sync_redis(settings.effective_redis_url)
     registry = preload_models(settings, out) if preload else None
     runtime.configure(settings, registry)
     # Objects alive now (the loaded interpreter) move out of the GC's reach, so collections
