@@ -13,8 +13,10 @@ from crisisline import config
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_HOST = os.environ.get("PR_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("PR_TEST_REDIS_PORT", "6379"))
-# Tests own one Redis database and flush it; never the one `up` uses (0).
-REDIS_DB = int(os.environ.get("PR_TEST_REDIS_DB", "9"))
+# Tests own one Redis database and flush it; never the one `up` uses (0). With pytest-xdist
+# (scripts/test runs two workers) each worker has its own: 9, 10, ...
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+REDIS_DB = int(os.environ.get("PR_TEST_REDIS_DB", "9")) + int(_WORKER.removeprefix("gw") or 0)
 
 
 @pytest.fixture
@@ -72,3 +74,17 @@ def speak(text: str, path: Path, voice: str = "en-us") -> Path:
 def spoken_message(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return speak("I need someone to talk to. I am at home.",
                  tmp_path_factory.mktemp("speech") / "message.wav")
+
+
+# Files that share something one machine has once run in the same xdist worker, one after
+# the other: the PostgreSQL test database, and `up`'s fixed chat (8090) and SMS (8091) ports.
+SHARED = {"postgres": ("test_accounts.py", "test_roster.py", "test_callback_records.py",
+                       "test_text_stores.py"),
+          "up": ("test_cli_up.py",)}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for group, files in SHARED.items():
+            if item.path.name in files:
+                item.add_marker(pytest.mark.xdist_group(group))

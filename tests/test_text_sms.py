@@ -335,8 +335,8 @@ async def test_nobody_takes_it_the_texter_is_told_and_the_search_goes_on(live_se
         assert "10 minutos" in told[0] and system.settings.line_number in told[0]
         assert "seguimos buscando" in told[0]
         # The longest wait is passed, and the search goes on: no fallback group for a text.
-        data = system.db.call(call_id)
-        assert data["state"] in ("waiting", "dispatching") and data["search_from"]
+        assert await system.until(lambda: system.db.call(call_id).get("search_from"))
+        assert system.db.call(call_id)["state"] in ("waiting", "dispatching")
         d = system.calls.dispatchers[0]
         assert await d.give_up(call_id, await d._hash(call_id)) is False
         await d.offer_callback(call_id, await d._hash(call_id))

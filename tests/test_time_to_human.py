@@ -104,6 +104,10 @@ async def test_zero_at_the_menu_and_at_the_consent_question_goes_straight_to_wai
             assert await until(lambda c=call: names(c.trace)[-1:] == ["waiting"])
         assert "ask_zip" not in names(at_menu.trace)
         assert "record_message" not in names(at_consent.trace)
+        # The IVR writes intake_done as it hands the caller to the waiting room.
+        for cid in (first, second):
+            assert await until(lambda c=cid: any(e["type"] == "intake_done"
+                                                 for e in system.db.events(c)))
         done = {cid: next(e for e in system.db.events(cid) if e["type"] == "intake_done")
                 for cid in (first, second)}
         assert (done[first]["person_now"], done[second]["person_now"]) == ("language", "consent")

@@ -200,8 +200,14 @@ class CallWatch:
         """Someone at the fallback group answered the caller (Asterisk's own word, so the
         record is right even when no FastAGI server could report the hang-up)."""
         call_id = await self.d.calls.call_on_channel(event.get("Channel", ""))
-        if call_id and await self.d.calls.field(call_id, "state") == "fallback" and \
-                await self.redis.hsetnx(call_key(call_id), "fallback_answered", "1"):
+        if not call_id:
+            return
+        # The caller's own context says where the Dial was: the fallback group's answer can
+        # come before this dispatcher has written the call's move there (its UserEvent is
+        # handled first, but a lease holder elsewhere may write it later).
+        at_desk = event.get("Context") == "pr-fallback" or \
+            await self.d.calls.field(call_id, "state") == "fallback"
+        if at_desk and await self.redis.hsetnx(call_key(call_id), "fallback_answered", "1"):
             await self.d.calls.event(call_id, "fallback_answered")
 
     # ---- the dialplan's own events ---------------------------------------------------------
