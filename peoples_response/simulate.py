@@ -20,7 +20,8 @@ import redis
 
 from crisisline.config import ROOT, Settings
 from crisisline.stores import sync_redis
-from crisisline.stores.calls import EVENTS, call_key
+from crisisline.stores.calls import call_key
+from peoples_response.simulate_report import describe, following, read_record, trace_dict
 from peoples_response.up import read_runtime
 from standin.caller import CallerScript, parse_keys
 from standin.pbx import StandinPBX
@@ -105,104 +106,6 @@ def callback_numbers(args: argparse.Namespace, settings: Settings) -> list[str]:
     return out
 
 
-def callback_json(record: dict[str, str]) -> dict[str, Any] | None:
-    """The callback part of the JSON (None when no callback was requested)."""
-    if not record.get("cb_state"):
-        return None
-    safe = record.get("cb_safe_here", "")
-    outcome = record.get("cb_outcome") or None
-    if outcome is None and record.get("cb_state") in ("requested", "pending", "calling"):
-        outcome = record["cb_state"]  # still open when simulate stopped following it
-    tth = record.get("cb_time_to_human_s")
-    return {"requested": True, "safe_to_call": None if safe == "" else safe == "1",
-            "message_allowed": record.get("cb_message") == "1",
-            "attempts": int(record.get("cb_attempts") or 0), "outcome": outcome,
-            "last_attempt": record.get("cb_result") or None,
-            "time_to_human_s": float(tth) if tth else None}
-
-
-def _events_for(client: redis.Redis, call_id: str) -> list[dict[str, str]]:
-    out = []
-    for _, body in client.xrange(EVENTS):
-        fields = {k.decode(): v.decode() for k, v in body.items()}
-        if fields.get("call_id") == call_id:
-            out.append(fields)
-    return out
-
-
-def trace_dict(trace: Any) -> dict[str, Any]:
-    """A PBX's call trace (stand-in CallTrace or the real harness's RealTrace) as a dict."""
-    return {"channel": trace.channel, "prompts": list(trace.prompts),
-            "keys": [list(k) for k in trace.keys], "variables": dict(trace.variables),
-            "agi_status": list(trace.agi_status), "room": trace.room,
-            "fallback_dialed": trace.fallback_dialed}
-
-
-def _rung(events: list[dict[str, str]], created: float) -> list[dict[str, Any]]:
-    rung: dict[tuple[str, str], dict[str, Any]] = {}
-    for e in events:
-        key = (e.get("responder", ""), e.get("wave", ""))
-        if e["type"] == "offer_ringing":
-            rung[key] = {"responder": e["responder"], "wave": int(e.get("wave") or 0),
-                         "offered_at": round(float(e["at"]) - created, 3), "result": "ringing"}
-        elif e["type"] in ("offer_passed", "accepted"):
-            for (rid, _), row in rung.items():
-                if rid == e.get("responder") and row["result"] == "ringing":
-                    row["result"] = "accepted" if e["type"] == "accepted" else e.get("reason", "passed")
-    return list(rung.values())
-
-
-def describe(trace: dict[str, Any], settings: Settings, client: redis.Redis, source: str,
-             call_id: str | None = None) -> dict[str, Any]:
-    """The JSON a user sees; documented in README."""
-    variables = trace.get("variables", {})
-    call_id = call_id or variables.get("PR_CALL_ID") or None
-    record = {k.decode(): v.decode() for k, v in client.hgetall(call_key(call_id)).items()} \
-        if call_id else {}
-    prefix = settings.asterisk_prompts_path.rstrip("/") + "/"
-    prompts = [p[len(prefix):] if p.startswith(prefix) else p for p in trace.get("prompts", [])]
-    queued = variables.get("PR_QUEUED") == "1" or bool(record.get("queued_at"))
-    events = _events_for(client, call_id) if call_id else []
-    created = float(record.get("created_at") or 0)
-    state = record.get("state", "")
-    if record.get("time_to_human_s") or (record.get("accepted_by") and
-                                         record.get("cb_state") != "calling"):
-        outcome = "bridged"
-    elif record.get("cb_state") or state in ("callback", "callback_failed", "cancelled"):
-        outcome = "callback"
-    elif trace.get("fallback_dialed") or state == "fallback":
-        outcome = "fallback"
-    elif queued and state in ("waiting", "dispatching"):
-        outcome = "waiting"
-    else:
-        outcome = "abandoned"
-    tth = record.get("time_to_human_s")
-    rung = _rung(events, created)
-    return {
-        "call_id": call_id,
-        "source": record.get("source", source),
-        "language": record.get("language") or variables.get("PR_LANGUAGE"),
-        "neighborhood": record.get("neighborhood") or None,
-        "zip_code": record.get("zip_code") or None,
-        "priority": int(record["priority"]) if record.get("priority") else settings.priority_for(source),
-        "queued": queued,
-        "consented_to_message": record.get("consented_to_message") == "1",
-        "prompts": prompts,
-        "keys": [answer for _, answer in trace.get("keys", [])],
-        "rung": rung,
-        "answered_by": record.get("accepted_by") or None,
-        "first_ring_s": min((r["offered_at"] for r in rung), default=None),
-        "time_to_human_s": float(tth) if tth else None,
-        "outcome": outcome,
-        "state": state or None,
-        "hung_up_at": record.get("end_step") or None,
-        "agistatus": trace["agi_status"][0] if trace.get("agi_status") else None,
-        "room": trace.get("room"),
-        "events": [e["type"] for e in events],
-        "callback": callback_json(record),
-    }
-
-
 async def simulate(settings: Settings, agi: str, source: str, script: CallerScript) -> Any:
     """Without `up`: an in-process stand-in, the caller alone (no dispatcher)."""
     pbx = build_pbx(settings, agi)
@@ -230,21 +133,6 @@ class Talk:
             self.waiting_since = self.waiting_since or now
             return now - self.waiting_since >= self.stay
         return False
-
-
-OPEN_REQUEST = ("requested", "pending", "calling")
-
-
-def _record(client: redis.Redis, call_id: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in client.hgetall(call_key(call_id)).items()}
-
-
-def following(record: dict[str, str]) -> bool:
-    """After the caller's own channel ended: is there still something to see (a callback
-    being worked, or a caller called back and now with a responder)?"""
-    if record.get("cb_state") in OPEN_REQUEST:
-        return True
-    return record.get("cb_outcome") == "bridged" and record.get("state") == "bridged"
 
 
 def follow_limit(settings: Settings) -> float:
@@ -311,7 +199,7 @@ async def simulate_standin(settings: Settings, runtime: dict[str, str], args: ar
                 call_id = next((m.get("Value") for m in messages if m.get("Event") == "VarSet"
                                 and m.get("Channel") == placed
                                 and m.get("Variable") == "PR_CALL_ID" and m.get("Value")), None)
-            record = _record(client, call_id) if call_id else {}
+            record = read_record(client, call_id) if call_id else {}
             if args.responders_after_callback and not switched and record.get("cb_state"):
                 switched = True  # a callback was requested: from now on the phones do this
                 ami.send(_phones(args.responders_after_callback, called_back))
@@ -363,7 +251,7 @@ async def simulate_real(settings: Settings, runtime: dict[str, str], args: argpa
         while loop.time() < deadline:
             await asyncio.sleep(0.1)
             call_id = call.trace.variables.get("PR_CALL_ID")
-            record = _record(client, call_id) if call_id else {}
+            record = read_record(client, call_id) if call_id else {}
             if args.responders_after_callback and not switched and record.get("cb_state"):
                 switched = True
                 await set_phones(args.responders_after_callback)

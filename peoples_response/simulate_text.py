@@ -39,7 +39,7 @@ from crisisline.roster.store import RosterStore
 from crisisline.stores import sync_redis
 from crisisline.stores.calls import EVENTS, call_key
 from crisisline.stores.texts import chat_key, from_key
-from peoples_response.simulate import _rung
+from peoples_response.simulate_report import rings
 from peoples_response.up import read_runtime
 
 POLL_S = 0.1
@@ -210,7 +210,7 @@ def describe(client: redis.Redis, call_id: str, channel: str) -> dict[str, Any]:
         "channel": data.get("x_channel") or channel,
         "language": data.get("language") or None,
         "neighborhood": data.get("neighborhood") or None,
-        "rung": _rung(events, float(data.get("created_at") or 0)),
+        "rung": rings(events, float(data.get("created_at") or 0)),
         "answered_by": data.get("accepted_by") or None,
         "time_to_human_s": float(tth) if tth else None,
         "outcome": outcome,

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RECONCILE_S = 30.0
+ACCEPT_MARGIN_S = 2.0  # an accept this close to the listing: its leg may not be in it
+GONE_GRACE_S = 3.0  # a caller's channel gone this long, and nobody reported their hang-up
 YOUNG_S = 10.0  # an offer younger than this may not have its leg up yet (Originate in flight)
 CALLER_CONTEXTS = ("from-", "pr-intake", "pr-waiting", "pr-connect", "pr-callback",
                    "pr-fallback", "pr-responder-left")
@@ -49,6 +51,7 @@ class Reconciler:
         # every_s later: a leg that ended while no dispatcher listened (say the one that rang
         # it died) must not keep that responder "ringing" for half a minute.
         self.revisit_in: float | None = None
+        self._missing: dict[str, float] = {}  # call id -> when its channel was first seen gone
 
     async def run(self, stop: asyncio.Event) -> None:
         """As soon as an AMI session is up (after every reconnect too), then every every_s."""
@@ -73,6 +76,10 @@ class Reconciler:
 
     async def once(self) -> dict[str, int]:
         """One pass; returns counts of what it changed (for logs and tests)."""
+        # Whatever changed after this moment can't be judged from the listing: with hundreds
+        # of calls a pass takes seconds, and a responder who took a call meanwhile has a leg
+        # the listing doesn't show.
+        listed_at = time.time()
         channels = await self.d.ami.listing({"Action": "CoreShowChannels"}, "CoreShowChannel")
         if channels is None:
             return {}  # Asterisk could not be asked: change nothing on a guess
@@ -81,7 +88,7 @@ class Reconciler:
         live = {c.get("Uniqueid", "") for c in channels}
         counts = {"ended": 0, "freed": 0, "restored": 0}
         counts["ended"] = await self._end_gone_calls(live)
-        counts["freed"] = await self._free_responders(live)
+        counts["freed"] = await self._free_responders(live, listed_at)
         counts["restored"] = await self._restore_callers(channels)
         if any(counts.values()):
             log.warning("reconciled with the PBX: %s", counts)
@@ -103,7 +110,15 @@ class Reconciler:
                 continue
             uniqueid = data.get("x_uniqueid", "")
             if not uniqueid or uniqueid in live:
+                self._missing.pop(call_id, None)
                 continue
+            # A caller who just hung up is ended by their own h extension (with the step they
+            # were at) a moment later: only a call gone for GONE_GRACE_S is ended from here.
+            first = self._missing.setdefault(call_id, time.monotonic())
+            if time.monotonic() - first < GONE_GRACE_S:
+                self._later(GONE_GRACE_S - (time.monotonic() - first) + 0.2)
+                continue
+            self._missing.pop(call_id, None)
             state = data.get("state", "")
             if state == "fallback" and request == cb.REQUESTED:
                 # They left the fallback group with a request and no FastAGI server said so.
@@ -142,11 +157,15 @@ class Reconciler:
                                                       data.get("callback_number", ""))
         return int(taken)
 
-    async def _free_responders(self, live: set[str]) -> int:
+    def _later(self, wait: float) -> None:
+        self.revisit_in = min(self.revisit_in or wait, wait)
+
+    async def _free_responders(self, live: set[str], listed_at: float) -> int:
         redis, n = self.d.redis, 0
         async for key in redis.scan_iter(responder_key("*"), count=500):
             rid = key.decode().rsplit(":", 1)[-1]
-            on, ringing = await redis.hmget(key, "on_call_with", "ringing_for")
+            on, ringing, offered = await redis.hmget(key, "on_call_with", "ringing_for",
+                                                     "last_offered_at")
             for call_id, accepted in ((on, True), (ringing, False)):
                 call_id = (call_id or b"").decode()
                 if not call_id:
@@ -156,14 +175,22 @@ class Reconciler:
                 data = await self.d._hash(call_id)
                 if data.get("source") == Source.TEXT:
                     continue  # a text offer has no leg: its link's lifetime ends it (textline)
-                age = time.time() - float(data.get("wave_started_at") or 0)
-                if not accepted and data.get("state") in ("waiting", "dispatching") and \
-                        age < YOUNG_S:
-                    # Ringing right now: its leg may not be up yet. Look again when it can
-                    # be judged.
-                    wait = YOUNG_S - age + 0.5
-                    self.revisit_in = min(self.revisit_in or wait, wait)
-                    continue
+                if accepted:
+                    # Taken (or a callback dialled) since shortly before the listing: their
+                    # leg may be missing from it. Judge it on the next pass.
+                    since = max(float(data.get("accepted_at") or 0),
+                                float(data.get("cb_attempt_at") or 0))
+                    if since > listed_at - ACCEPT_MARGIN_S:
+                        self._later(since - listed_at + ACCEPT_MARGIN_S + 0.5)
+                        continue
+                else:
+                    # The offer's own time: a wave that began long ago can ring someone new
+                    # (a phone that passed is replaced), whose Originate may be in flight.
+                    age = listed_at - max(float(data.get("wave_started_at") or 0),
+                                          float((offered or b"0").decode() or 0))
+                    if data.get("state") in ("waiting", "dispatching") and age < YOUNG_S:
+                        self._later(YOUNG_S - age + 0.5)
+                        continue
                 if accepted:
                     # The call ended when the PBX (or our process) went away, some time ago:
                     # no further rest is owed to anyone.
