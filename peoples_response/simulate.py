@@ -208,7 +208,7 @@ async def simulate_standin(settings: Settings, runtime: dict[str, str], args: ar
                 ami.send([("Action", "Hangup"), ("Channel", record.get("channel") or placed or "")])
                 talk.talk_until = talk.stay = float("inf")
             if ended.done():
-                if not call_id or not following(record):
+                if not call_id or not following(record, settings.callback_retry_s):
                     break
                 if following_since is None:  # the caller left with a request: follow it
                     following_since = loop.time()
@@ -264,7 +264,7 @@ async def simulate_real(settings: Settings, runtime: dict[str, str], args: argpa
                     await call.hangup(why)
                 talk.talk_until = talk.stay = float("inf")
             if call.finished.is_set():
-                if not call_id or not following(record):
+                if not call_id or not following(record, settings.callback_retry_s):
                     break
                 if following_since is None:
                     following_since = loop.time()

@@ -18,13 +18,20 @@ def read_record(client: redis.Redis, call_id: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in client.hgetall(call_key(call_id)).items()}
 
 
-def following(record: dict[str, str]) -> bool:
+# Following a request through its tries is worth it only when they come soon: with the
+# default 10 minutes between tries, simulate reports the first try and stops.
+FOLLOW_RETRY_S = 60.0
+
+
+def following(record: dict[str, str], retry_s: float = 0.0) -> bool:
     """After the caller's own channel ended: is there still something to see (a callback
     being worked, or a caller called back and now with a responder)?"""
+    if record.get("cb_state") == "pending" and int(record.get("cb_attempts") or 0) >= 1 \
+            and retry_s > FOLLOW_RETRY_S:
+        return False  # tried, and the next try is a long way off
     if record.get("cb_state") in OPEN_REQUEST:
         return True
     return record.get("cb_outcome") == "bridged" and record.get("state") == "bridged"
-
 
 
 def callback_json(record: dict[str, str]) -> dict[str, Any] | None:
@@ -34,7 +41,10 @@ def callback_json(record: dict[str, str]) -> dict[str, Any] | None:
     safe = record.get("cb_safe_here", "")
     outcome = record.get("cb_outcome") or None
     if outcome is None and record.get("cb_state") in ("requested", "pending", "calling"):
-        outcome = record["cb_state"]  # still open when simulate stopped following it
+        # Still open when simulate stopped following it: what its last try met, when that
+        # is worth saying (a machine), or where it stands.
+        last = record.get("cb_result", "")
+        outcome = last if last in ("machine_hung_up", "message_left") else record["cb_state"]
     tth = record.get("cb_time_to_human_s")
     return {"requested": True, "safe_to_call": None if safe == "" else safe == "1",
             "message_allowed": record.get("cb_message") == "1",
