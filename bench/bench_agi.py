@@ -48,7 +48,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import free_port, pct, stat_cpu_seconds  # noqa: E402
 from bench.realpbx import (  # noqa: E402
     QUESTION_TIMEOUTS,
     SILENT_KEYS,
@@ -73,9 +73,7 @@ from bench.realpbx import (  # noqa: E402
     log_size,
     require_asterisk,
     run_interruptible,
-    short_prompts,
     start_line,
-    stat_cpu_seconds,
     stop_process,
     wait_ready,
 )
@@ -84,6 +82,7 @@ from crisisline.prompts.catalog import load_catalog  # noqa: E402
 from crisisline.prompts.render import render_all  # noqa: E402
 from crisisline.stores.calls import EVENTS  # noqa: E402
 from localpbx.ami import Message  # noqa: E402
+from localpbx.tones import short_prompts  # noqa: E402
 from standin.agi_commands import parse_url  # noqa: E402
 from standin.agi_session import CONNECT_TIMEOUT_S, AgiSession  # noqa: E402
 from standin.caller import CallerScript  # noqa: E402
@@ -99,12 +98,6 @@ CALLS_TIMEOUT_S = 600.0
 
 
 # ---- measuring ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a running process: the sum over its threads of schedstat's
     on-CPU nanoseconds (stat's utime + stime tick at 10 ms, too coarse for one call); the
@@ -140,13 +133,6 @@ def listen_overflows() -> int:
 
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def raise_nofile(n: int) -> None:

@@ -24,7 +24,6 @@ import asyncio
 import dataclasses
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import free_port, pct  # noqa: E402
+from bench.measure import stat_cpu_seconds as cpu_seconds  # noqa: E402
 from crisisline import callbacks as cb  # noqa: E402
 from crisisline import config, db  # noqa: E402
 from crisisline.call import Call, Source, new_call_id  # noqa: E402
@@ -56,24 +57,6 @@ REDIS_DB = 12
 SECRET = "bench-secret-0123456789"
 TIME_SCALE = 0.01
 TALK_S = 1.0  # real seconds a responder stays with a caller
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def inversions(served: list[tuple[float, float, float]]) -> int:

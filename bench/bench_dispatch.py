@@ -30,7 +30,6 @@ import dataclasses
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import free_port, pct  # noqa: E402
+from bench.measure import stat_cpu_seconds as cpu_seconds  # noqa: E402
 from bench.realpbx import (  # noqa: E402
     QUESTION_TIMEOUTS,
     SILENT_KEYS,
@@ -55,7 +56,6 @@ from bench.realpbx import (  # noqa: E402
     log_size,
     require_asterisk,
     run_interruptible,
-    short_prompts,
     start_line,
     stop_process,
     wait_ready,
@@ -67,6 +67,7 @@ from crisisline.roster.model import Responder, RosterSnapshot, Shift, Team  # no
 from crisisline.roster.store import RosterStore  # noqa: E402
 from crisisline.stores.calls import EVENTS  # noqa: E402
 from crisisline.stores.offers import offers_key  # noqa: E402
+from localpbx.tones import short_prompts  # noqa: E402
 from peoples_response.ami_client import AmiClient  # noqa: E402
 from standin.ami import AmiServer  # noqa: E402
 from standin.caller import CallerScript  # noqa: E402
@@ -88,24 +89,6 @@ class Workload:
     keys: str = KEYS
     time_scale: float = TIME_SCALE
     until_bridged: bool = False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def roster(n: int, e164: bool = False) -> RosterSnapshot:

@@ -25,7 +25,6 @@ import asyncio
 import dataclasses
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import free_port, pct  # noqa: E402
 from crisisline import config, db, ivr  # noqa: E402
 from crisisline.prompts.availability import available_languages  # noqa: E402
 from crisisline.prompts.catalog import load_catalog  # noqa: E402
@@ -59,19 +59,6 @@ ZIPS = ["02121", "02124", "02119", "02128", "02130"]
 REACTION_S = 0.6   # from hearing one's option to the key
 TYPING_S = 1.5     # from the end of the ZIP question to the five digits
 MESSAGE = "I need someone to talk to. My brother is not doing well tonight and I am scared."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def roster() -> RosterSnapshot:

@@ -19,11 +19,8 @@ world Asterisk; this module adds what a benchmark needs on top of it:
 
 from __future__ import annotations
 
-import array
 import asyncio
 import itertools
-import math
-import os
 import random
 import re
 import signal
@@ -31,14 +28,10 @@ import socket
 import subprocess
 import sys
 import time
-import wave
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crisisline.config import Settings
-from crisisline.prompts.catalog import load_catalog
-from crisisline.prompts.render import plan
 from localpbx.ami import AmiConnection, Message
 from localpbx.harness import RealLine
 from localpbx.install import installed
@@ -51,7 +44,6 @@ DIRECT_LINE = "Local/6175550100@from-direct/n"  # /n: no optimisation, ;2 stays 
 QUESTION_TIMEOUTS = {"PR_MENU_TIMEOUT_MS": "1000", "PR_ZIP_TIMEOUT_MS": "1000",
                      "PR_CONSENT_TIMEOUT_MS": "1000"}
 SILENT_KEYS = "- - -"  # menu, ZIP, consent: nothing pressed (default language, no ZIP, no message)
-PROMPT_S = 0.4
 
 
 def require_asterisk() -> Path:
@@ -61,34 +53,6 @@ def require_asterisk() -> Path:
         print(NOT_INSTALLED, file=sys.stderr)
         raise SystemExit(2)
     return prefix
-
-
-def short_prompts(folder: Path, settings: Settings, seconds: float = PROMPT_S) -> Path:
-    """A short tone for every prompt file the line plays (render.plan's names); what a
-    prompt says changes nothing for a benchmark, its length does. The same tones as
-    tests/real_helpers.py, written here so the benchmarks don't import the test package."""
-    frames = int(8000 * seconds)
-    tone = array.array("h", (int(4000 * math.sin(2 * math.pi * 440 * n / 8000))
-                             for n in range(frames))).tobytes()
-    for job in plan(settings, load_catalog()):
-        path = folder / job.rel
-        if path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            w.writeframes(tone)
-    return folder
-
-
-def stat_cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process from /proc/<pid>/stat. Asterisk runs a thread per
-    channel that is gone when the call ends; stat keeps the CPU of exited threads, a sum
-    over the live threads' schedstat would lose it. Resolution: one clock tick (10 ms)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def status_kb(pid: int, key: str) -> int:

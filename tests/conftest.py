@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,10 +78,9 @@ def spoken_message(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Files that share something one machine has once run in the same xdist worker, one after
-# the other: the PostgreSQL test database, and `up`'s fixed chat (8090) and SMS (8091) ports.
-SHARED = {"postgres": ("test_accounts.py", "test_roster.py", "test_callback_records.py",
-                       "test_text_stores.py"),
-          "up": ("test_cli_up.py",)}
+# the other: `up`'s fixed chat (8090) and SMS (8091) ports. (PostgreSQL tests each make a
+# schema of their own: they run anywhere.)
+SHARED = {"up": ("test_cli_up.py",)}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -88,3 +88,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for group, files in SHARED.items():
             if item.path.name in files:
                 item.add_marker(pytest.mark.xdist_group(group))
+
+
+PG_URL = os.environ.get("PR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SQL_BACKENDS = ["sqlite"] + ([] if os.environ.get("PR_TEST_NO_POSTGRES") == "1" else ["postgresql"])
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def sql_settings(request: pytest.FixtureRequest, tmp_path: Path,
+                 redis_url: str) -> Iterator[config.Settings]:
+    """Settings on SQLite, then on PostgreSQL in a schema of the test's own (dropped after)."""
+    if request.param == "sqlite":
+        yield config.load(env={}, var_dir=str(tmp_path / "var"), redis_url=redis_url)
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is unreachable at {PG_URL} ({exc.orig})")
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    try:
+        yield config.load(env={}, var_dir=str(tmp_path / "var"), database_url=url,
+                          redis_url=redis_url)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -6,11 +6,8 @@ happens."""
 
 from __future__ import annotations
 
-import array
 import asyncio
 import dataclasses
-import math
-import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +21,7 @@ from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore
 from localpbx.harness import RealCall, RealLine
 from localpbx.install import installed
+from localpbx.tones import short_prompts
 from standin.caller import CallerScript
 from tests.intake_helpers import Redis, running_agi
 from workers.dispatcher.ami import AmiGateway
@@ -31,27 +29,6 @@ from workers.dispatcher.dispatcher import Dispatcher
 from workers.dispatcher.recorder import Recorder
 
 REAL = installed() is not None
-
-
-def short_prompts(folder: Path, settings: Settings, seconds: float = 0.4) -> Path:
-    """A short tone for every prompt file the line plays (render.plan's names)."""
-    from crisisline.prompts.catalog import load_catalog
-    from crisisline.prompts.render import plan
-
-    frames = int(8000 * seconds)
-    tone = array.array("h", (int(4000 * math.sin(2 * math.pi * 440 * n / 8000))
-                             for n in range(frames))).tobytes()
-    for job in plan(settings, load_catalog()):
-        path = folder / job.rel
-        if path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            w.writeframes(tone)
-    return folder
 
 
 @dataclass

@@ -3,12 +3,9 @@ number's retention, on a real Redis and on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -23,31 +20,7 @@ from crisisline.records.schema import CallbackRequest, CallRecord
 from tests.callback_helpers import NUMBER, Line, record, replay, run
 from workers import retention, runtime
 
-PG_URL = os.environ.get("PR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BACKENDS = ["sqlite"] + ([] if os.environ.get("PR_TEST_NO_POSTGRES") == "1" else ["postgresql"])
 OTHER = "+17815550199"
-
-
-@pytest.fixture(params=BACKENDS)
-def sql_settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Iterator[config.Settings]:
-    if request.param == "sqlite":
-        yield config.load(env={}, var_dir=str(tmp_path / "var"), redis_url=redis_url)
-        return
-    schema = f"cb_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL is unreachable at {PG_URL} ({exc.orig})")
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    try:
-        yield config.load(env={}, var_dir=str(tmp_path / "var"), database_url=url, redis_url=redis_url)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from crisisline.roster.model import Responder, RosterSnapshot, Shift, Team
+from localpbx.tones import short_prompts
 from standin.caller import CallerScript
 from tests.dispatch_helpers import running_system
-from tests.real_helpers import REAL, real_system, short_prompts
+from tests.real_helpers import REAL, real_system
 
 PBXS = ["standin", "real"]
 FINAL = {"ended", "abandoned", "fallback", "callback"}

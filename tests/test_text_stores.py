@@ -3,13 +3,8 @@ recorder's copy, erasure, retention), on a real Redis and on SQLite and PostgreS
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -22,31 +17,6 @@ from crisisline.records import texts as sql_texts
 from crisisline.records.schema import CallEvent, CallRecord, TextMessage
 from crisisline.stores.texts import TextStore, messages_key
 from workers.dispatcher.recorder import Recorder
-
-PG_URL = os.environ.get("PR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BACKENDS = ["sqlite"] + ([] if os.environ.get("PR_TEST_NO_POSTGRES") == "1" else ["postgresql"])
-
-
-@pytest.fixture(params=BACKENDS)
-def sql_settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Iterator[config.Settings]:
-    if request.param == "sqlite":
-        yield config.load(env={}, var_dir=str(tmp_path / "var"), redis_url=redis_url)
-        return
-    schema = f"text_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL is unreachable at {PG_URL} ({exc.orig})")
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    try:
-        yield config.load(env={}, var_dir=str(tmp_path / "var"), database_url=url, redis_url=redis_url)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 async def store_for(url: str) -> TextStore:

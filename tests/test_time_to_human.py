@@ -9,8 +9,8 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+from localpbx.tones import short_prompts
 from tests.dispatch_helpers import running_system, team_roster
-from tests.real_helpers import short_prompts
 
 ROSTER = team_roster(("ana", "dot", "en,es", False), ("ben", "dot", "en,es", False))
 
