@@ -46,6 +46,7 @@ POLL_S = 0.5
 BUSY_RETRY_S = 0.5
 LIVE = {"waiting", "dispatching"}
 # Events after which a responder may be free again (starving calls look at once).
+PREVIOUS_TASK_S = 5.0  # a call's finishing task, waited for before a new one works it
 FREEING = {b"offer_passed", b"caller_hung_up", b"call_ended", b"responder_left", b"fallback",
            b"callback_attempt_failed", b"callback_failed", b"callback_cancelled"}
 
@@ -156,9 +157,14 @@ class Dispatcher(CallEnds):
 
     async def _dispatch_after(self, previous: asyncio.Task | None, call_id: str) -> None:
         if previous is not None and not previous.done():
-            # Awaited, not shielded: cancelling this task (a stop) cancels that one too.
+            # Awaited, not shielded: cancelling this task (a stop) cancels that one too. It
+            # had handed the call back, so it is only finishing; one stuck that long (an AMI
+            # reply that never came) is cancelled rather than keep the caller waiting on it.
             try:
-                await previous
+                await asyncio.wait_for(previous, PREVIOUS_TASK_S)
+            except TimeoutError:
+                log.warning("%s: call %s: its previous task was stuck; cancelled it", self.name,
+                            call_id)
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
