@@ -95,13 +95,15 @@ class SentinelSet:
         proc.kill()
         proc.wait(5)
 
-    def primary_port(self) -> int:
-        s = sync_redis(f"redis://127.0.0.1:{self.sentinels[0]}/0")
+    def primary_port(self, sentinel: int) -> int:
+        s = sync_redis(f"redis://127.0.0.1:{sentinel}/0")
         _, port = s.sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
     def wait_promoted(self, seconds: float = 30) -> None:
-        self._until(lambda: self.primary_port() == self.replica, seconds)
+        """Every sentinel names the replica as the primary."""
+        self._until(lambda: all(self.primary_port(s) == self.replica for s in self.sentinels),
+                    seconds)
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -14,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 from redis.sentinel import Sentinel as SyncSentinel
 
 # Many calls share one process; a burst must wait for a connection, never fail for want of
@@ -90,7 +91,11 @@ def sync_redis(url: str, **kwargs: Any) -> SyncRedis:
     if target is None:
         return SyncRedis.from_url(url, **kwargs)
     sentinel = SyncSentinel(list(target.sentinels), socket_timeout=2, socket_connect_timeout=2)
-    options = {**kwargs, **target.client_kwargs()}
+    # During a failover the sentinels briefly know no primary (MasterNotFoundError is a
+    # ConnectionError): retry for a few seconds, as the async clients do.
+    options = {"retry": SyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 8),
+               "retry_on_error": [RedisConnectionError, RedisTimeoutError, ReadOnlyError],
+               **kwargs, **target.client_kwargs()}
     return sentinel.master_for(target.service, **options)
 
 
