@@ -28,6 +28,7 @@ from typing import Any
 
 from localpbx.ami import AmiConnection, Message
 from localpbx.install import installed
+from localpbx.netns import PrivateNetwork
 from localpbx.process import AsteriskProcess
 from localpbx.render import PbxLayout, render_pbx
 from localpbx.world import WorldLayout, render_world, trunk_env
@@ -309,7 +310,7 @@ class RealLine:
 
     def __init__(self, *, state: Path, prompts: Path, prompts_name: str = "peoples-response",
                  agi_url: str, desk: bool = True, extra_env: dict[str, str] | None = None,
-                 ami_secret: str | None = None) -> None:
+                 ami_secret: str | None = None, network: PrivateNetwork | None = None) -> None:
         install = installed()
         if install is None:
             raise RuntimeError("Asterisk is not installed: run scripts/install-asterisk")
@@ -321,6 +322,8 @@ class RealLine:
         self.desk_secret = secrets.token_hex(12) if desk else None
         self.extra_env = extra_env or {}
         self.ami_secret = ami_secret or secrets.token_hex(16)
+        # Both Asterisks run inside it when given (its owner deletes it); else on loopback.
+        self.network = network
         self.sounds = SoundResolver(prompts_dir=self.prompts, prompts_prefix=prompts_name)
         self.calls: dict[str, RealCall] = {}
         self.by_channel: dict[str, RealCall] = {}
@@ -338,12 +341,16 @@ class RealLine:
     async def start(self) -> None:
         from localpbx.render import free_port
 
-        pbx_host = "127.0.0.1"
-        sip_port = free_port(pbx_host, udp_too=True)
+        net = self.network
+        pbx_host = net.pbx_address if net else "127.0.0.1"
+        # Ports free on our loopback; inside a private namespace every port is free anyway.
+        sip_port = free_port("127.0.0.1", udp_too=True)
+        ami_port = free_port("127.0.0.1")
         self.world = render_world(install=self.install, state=self.state / "world",
                                   pbx_host=pbx_host, pbx_sip_port=sip_port,
                                   secret=secrets.token_hex(16), desk_secret=self.desk_secret,
-                                  sounds=self.prompts)
+                                  sounds=self.prompts, ami_host=pbx_host,
+                                  ami_peer=net.host_address if net else "127.0.0.1")
         env = {**trunk_env(self.world), **self.extra_env}
         if self.desk_secret:
             env["PR_FALLBACK_DESK_SECRET"] = self.desk_secret
@@ -351,16 +358,18 @@ class RealLine:
             render_pbx, install=self.install, state=self.state / "pbx", prompts=self.prompts,
             prompts_name=self.prompts_name, agi_url=self.agi_url, ami_secret=self.ami_secret,
             observer_secret=secrets.token_hex(16), host=pbx_host, sip_port=sip_port,
-            extra_env=env)
-        self.pbx_proc = AsteriskProcess(self.install, self.layout.conf, self.layout.log)
-        self.world_proc = AsteriskProcess(self.install, self.world.conf, self.world.log)
+            ami_port=ami_port, extra_env=env)
+        wrap = net.wrap if net else None
+        self.pbx_proc = AsteriskProcess(self.install, self.layout.conf, self.layout.log, wrap=wrap)
+        self.world_proc = AsteriskProcess(self.install, self.world.conf, self.world.log,
+                                          wrap=wrap)
         await asyncio.gather(asyncio.to_thread(self.pbx_proc.start),
                              asyncio.to_thread(self.world_proc.start))
         self.observer = await AmiConnection.connect(pbx_host, self.layout.ami_port, "pr-observer",
                                                     self.layout.observer_secret)
         self.observer.subscribers.append(self._on_pbx_event)
-        self.world_ami = await AmiConnection.connect("127.0.0.1", self.world.ami_port, "world",
-                                                     self.world.secret)
+        self.world_ami = await AmiConnection.connect(self.world.ami_host, self.world.ami_port,
+                                                     "world", self.world.secret)
         self.world_ami.subscribers.append(self._on_world_event)
         if self.desk_secret:
             await self.wait_desk_registered()
@@ -374,6 +383,7 @@ class RealLine:
         line.state = Path(runtime.get("pbx_state", "."))
         line.prompts, line.prompts_name = Path(prompts), prompts_name
         line.agi_url, line.desk_secret, line.extra_env = "", None, {}
+        line.network = None
         line.ami_secret = runtime.get("ami_secret", "")
         line.sounds = SoundResolver(prompts_dir=line.prompts, prompts_prefix=prompts_name)
         line.calls, line.by_channel, line._early = {}, {}, {}

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -16,11 +17,15 @@ class AsteriskFailed(RuntimeError):
 
 class AsteriskProcess:
     def __init__(self, install: Path, conf: Path, console_log: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 wrap: Callable[[list[str]], list[str]] | None = None) -> None:
         self.install = install
         self.conf = conf
         self.console_log = console_log
         self.env = env or {}
+        # How the command is run: e.g. inside a network namespace (localpbx.netns). The
+        # control socket (asterisk -rx) is a file in the state folder, so the CLI needs none.
+        self.wrap = wrap or (lambda argv: argv)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -38,7 +43,8 @@ class AsteriskProcess:
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.console_log, "ab")
         # -f foreground, -n no colour, -g core on crash; -c would need a terminal.
-        self.proc = subprocess.Popen([self.binary, "-f", "-n", "-g", "-C", str(self.conf)],
+        argv = self.wrap([self.binary, "-f", "-n", "-g", "-C", str(self.conf)])
+        self.proc = subprocess.Popen(argv,
                                      stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env={**os.environ, **self.env},
                                      start_new_session=True)

@@ -68,13 +68,13 @@ console => error,warning
 MANAGER_CONF = """[general]
 enabled = yes
 port = {ami_port}
-bindaddr = 127.0.0.1
+bindaddr = {ami_host}
 webenabled = no
 
 [world]
 secret = {secret}
 deny = 0.0.0.0/0.0.0.0
-permit = 127.0.0.1/255.255.255.255
+permit = {ami_peer}/255.255.255.255
 read = all
 write = all
 """
@@ -245,6 +245,7 @@ class WorldLayout:
     port: int
     ami_port: int
     secret: str
+    ami_host: str = "127.0.0.1"
 
     @property
     def conf(self) -> Path:
@@ -256,24 +257,34 @@ class WorldLayout:
 
 
 def render_world(*, install: Path, state: Path, pbx_host: str, pbx_sip_port: int,
-                 secret: str, desk_secret: str | None, sounds: Path) -> WorldLayout:
-    """Write the world's configuration; the fallback desk registers only with a secret."""
+                 secret: str, desk_secret: str | None, sounds: Path,
+                 ami_host: str = "127.0.0.1", ami_peer: str = "127.0.0.1",
+                 trunk_target: str | None = None, pbx_match: str | None = None) -> WorldLayout:
+    """Write the world's configuration; the fallback desk registers only with a secret.
+    ``ami_host``/``ami_peer``: where its AMI listens and the one address it lets in (the
+    namespace's side and ours, when it runs in a private network namespace).
+    ``trunk_target``: ``host:port`` the trunks send their calls to when that is not the PBX
+    (a SIP proxy in front of several nodes); ``pbx_match``: the addresses the PBX's own
+    calls come from when more than ``pbx_host`` (several nodes, comma-separated)."""
     state = state.resolve()
     prepare_state(install, state, sounds, "peoples-response")
     etc = state / "etc"
     port = free_port(TRUNK_ADDRESSES["direct"], udp_too=True)
-    layout = WorldLayout(install, state, port, free_port("127.0.0.1"), secret)
+    # In a private namespace every port is free; a port free here is as good as any.
+    layout = WorldLayout(install, state, port, free_port("127.0.0.1"), secret, ami_host)
     rtp_start, rtp_end = free_rtp_range()
     pbx = f"{pbx_host}:{pbx_sip_port}"
-    pjsip = PJSIP_HEAD.format(pbx_host=pbx_host, phones=PHONES_ADDRESS, port=port)
+    pjsip = PJSIP_HEAD.format(pbx_host=pbx_match or pbx_host, phones=PHONES_ADDRESS, port=port)
     for name, address in TRUNK_ADDRESSES.items():
-        pjsip += PJSIP_TRUNK.format(name=name, address=address, port=port, pbx=pbx)
+        pjsip += PJSIP_TRUNK.format(name=name, address=address, port=port,
+                                    pbx=trunk_target or pbx)
     if desk_secret:
         pjsip += PJSIP_DESK.format(secret=desk_secret, pbx=pbx)
     files = {
         "asterisk.conf": ASTERISK_CONF.format(etc=etc, install=install, state=state),
         "modules.conf": MODULES_CONF, "logger.conf": LOGGER_CONF,
-        "manager.conf": MANAGER_CONF.format(ami_port=layout.ami_port, secret=secret),
+        "manager.conf": MANAGER_CONF.format(ami_port=layout.ami_port, secret=secret,
+                                             ami_host=ami_host, ami_peer=ami_peer),
         "rtp.conf": RTP_CONF.format(rtp_start=rtp_start, rtp_end=rtp_end),
         "pjsip.conf": pjsip, "extensions.conf": EXTENSIONS_CONF,
         "musiconhold.conf": "[general]\n[default]\nmode = files\ndirectory = moh\n",

@@ -22,10 +22,10 @@ EXTEN = {"direct": "6175550100", "911": "911000", "988": "988000"}
 
 
 @asynccontextmanager
-async def running_agi(settings: Settings) -> AsyncIterator[AgiServer]:
+async def running_agi(settings: Settings, host: str = "127.0.0.1") -> AsyncIterator[AgiServer]:
     app = AgiApp.from_settings(settings)
     server = AgiServer(app)
-    await server.start("127.0.0.1", 0)
+    await server.start(host, 0)
     try:
         yield server
     finally:

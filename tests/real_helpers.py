@@ -21,6 +21,7 @@ from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore
 from localpbx.harness import RealCall, RealLine
 from localpbx.install import installed
+from localpbx.netns import open_private_network
 from localpbx.tones import short_prompts
 from standin.caller import CallerScript
 from tests.intake_helpers import Redis, running_agi
@@ -103,7 +104,9 @@ class RealSystem:
 async def real_system(settings: Settings, roster: RosterSnapshot, state: Path, *,
                       wave_timeout_s: float = 4.0, max_wait_s: float = 60.0,
                       dispatchers: int = 1, desk: bool = True,
-                      default_phone: str = "answer:1") -> AsyncIterator[RealSystem]:
+                      default_phone: str = "answer:1",
+                      agi_first: str | None = None) -> AsyncIterator[RealSystem]:
+    """``agi_first``: a FastAGI URL the dialplan tries before ours (a server that is down)."""
     prompts = short_prompts(state / "prompts", settings)
     settings = dataclasses.replace(settings, prompts_dir=str(prompts),
                                    wave_timeout_s=wave_timeout_s, max_wait_s=max_wait_s)
@@ -111,21 +114,36 @@ async def real_system(settings: Settings, roster: RosterSnapshot, state: Path, *
     from crisisline.roster.store import RosterStore
 
     RosterStore(db.engine_for(settings), settings.timezone).replace_all(roster)
-    async with running_agi(settings) as agi:
-        line = RealLine(state=state / "asterisk", prompts=prompts,
-                        prompts_name=settings.asterisk_prompts_path,
-                        agi_url=f"agi://127.0.0.1:{agi.port}", desk=desk,
-                        extra_env={"PR_REASSURE_S": str(settings.reassure_s)})
-        await line.start()
-        assert line.layout is not None
-        settings = dataclasses.replace(settings, agi_port=agi.port, ami_port=line.layout.ami_port,
-                                       ami_secret=line.ami_secret)
-        system = RealSystem(settings, line, Redis(settings.effective_redis_url), roster, agi=agi)
-        try:
-            await system.set_phones(default_phone)
-            for n in range(dispatchers):
-                await system.start_dispatcher(f"d{n + 1}")
-            yield system
-        finally:
-            await system.stop_dispatchers()
-            await line.stop()
+    # As root, both Asterisks run in a network namespace of their own (localpbx.netns): our
+    # FastAGI server listens on our side of its veth pair, the dispatcher dials AMI on theirs.
+    network = await asyncio.to_thread(open_private_network)
+    ours = network.host_address if network else "127.0.0.1"
+    try:
+        async with running_agi(settings, ours) as agi:
+            line = RealLine(state=state / "asterisk", prompts=prompts,
+                            prompts_name=settings.asterisk_prompts_path,
+                            agi_url=",".join(filter(None, (agi_first,
+                                                           f"agi://{ours}:{agi.port}"))),
+                            desk=desk,
+                            extra_env={"PR_REASSURE_S": str(settings.reassure_s)},
+                            network=network)
+            system: RealSystem | None = None
+            try:
+                await line.start()
+                assert line.layout is not None
+                settings = dataclasses.replace(
+                    settings, agi_host=ours, agi_port=agi.port, ami_host=line.layout.host,
+                    ami_port=line.layout.ami_port, ami_secret=line.ami_secret)
+                system = RealSystem(settings, line, Redis(settings.effective_redis_url), roster,
+                                    agi=agi)
+                await system.set_phones(default_phone)
+                for n in range(dispatchers):
+                    await system.start_dispatcher(f"d{n + 1}")
+                yield system
+            finally:
+                if system is not None:
+                    await system.stop_dispatchers()
+                await line.stop()
+    finally:
+        if network is not None:
+            await asyncio.to_thread(network.close)
