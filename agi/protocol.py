@@ -15,6 +15,8 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 
+from crisisline.nodes import qualify, valid_node
+
 MAX_HEADER_LINES = 256
 MAX_LINE_BYTES = 64 * 1024
 _REPLY = re.compile(r"^200 result=(?P<result>-?[^ ]*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?\d+))?$")
@@ -77,6 +79,18 @@ class Headers:
 
         _, _, query = self.get("agi_network_script").partition("?")
         return dict(parse_qsl(query, keep_blank_values=True))
+
+    @property
+    def node(self) -> str:
+        """The Asterisk node this runs on (the dialplan's ``&node=``), "" for a line of one
+        node or a name that isn't one."""
+        name = self.query.get("node", "")
+        return name if valid_node(name) else ""
+
+    @property
+    def channel(self) -> str:
+        """The caller's channel as we keep it: named by its node on a line of several."""
+        return qualify(self.node, self.get("agi_channel")[:200])
 
     @property
     def args(self) -> list[str]:

@@ -9,6 +9,7 @@ any pending ``HANGUP`` line is read first): deterministic, no guessing by timing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -163,7 +164,12 @@ class AgiSession:
         return (reply.data or "") if reply.result == "1" else ""
 
     async def fail(self) -> None:
-        """Make the dialplan see AGISTATUS=FAILURE (res_agi: a line starting "failure")."""
+        """Make the dialplan see AGISTATUS=FAILURE (res_agi: a line starting "failure"),
+        meaning "ring the fallback group": PR_AGI_GAVE_UP tells [pr-agi] not to take it for a
+        server that refused the connection and ask the next one."""
+        with contextlib.suppress(CallerHungUp, AgiCommandError, AgiProtocolError, OSError,
+                                 RuntimeError):
+            await self.set_variable("PR_AGI_GAVE_UP", "1")
         try:
             self.writer.write(b"failure\n")
             await self.writer.drain()

@@ -6,6 +6,8 @@
 #  - extensions.conf [globals]: PR_AGI (from PR_AGI_URL), PR_FALLBACK_DIAL, PR_FALLBACK_RING_S,
 #    PR_REASSURE_S
 #  - lines ending in "; @entrypoint:NAME" (pjsip.conf, manager.conf): the value of NAME
+#  - PR_SIP_PROXY (optional, behind Kamailio: docs/kamailio.md): pjsip.conf takes calls only
+#    from the proxy, each trunk named by the proxy's X-PR-Trunk header; unset, nothing changes
 # Every value is checked first: one line, a strict character set, no ';' (a comment in
 # Asterisk's files), no '$' '{' ',' '(' (dialplan expansion and argument injection).
 # Refuses to start without PR_AMI_SECRET, or with a fallback that dials an emergency or
@@ -102,6 +104,26 @@ set_global() {
     fi
 }
 
+# set_in_section FILE SECTION KEY VALUE: rewrite "KEY = ..." inside [SECTION] (an ini file
+# with spaces around '='); the key must be there.
+set_in_section() {
+    if PR_EP_SECTION=$2 PR_EP_KEY=$3 PR_EP_VALUE=$4 awk '
+        /^[ \t]*\[/ { in_section = (index($0, "[" ENVIRON["PR_EP_SECTION"] "]") == 1) }
+        in_section && $0 ~ "^[ \t]*" ENVIRON["PR_EP_KEY"] "[ \t]*=" {
+            print ENVIRON["PR_EP_KEY"] " = " ENVIRON["PR_EP_VALUE"]
+            found = 1
+            next
+        }
+        { print }
+        END { exit(found ? 0 : 3) }
+    ' "$1" >"$1.new"; then
+        mv "$1.new" "$1"
+    else
+        rm -f "$1.new"
+        die "$1 has no $3 in [$2]"
+    fi
+}
+
 # digits VALUE: the value without a leading '+', if it is only digits; else empty.
 digits() {
     d=${1#+}
@@ -146,9 +168,30 @@ MATCH_ERE='[A-Za-z0-9.:/-]+(,[A-Za-z0-9.:/-]+)*'
 [ -n "${PR_AMI_SECRET:-}" ] || die "PR_AMI_SECRET is not set (the AMI has no default secret)"
 check_secret PR_AMI_SECRET "$PR_AMI_SECRET" 16
 
+# One FastAGI server, or several separated by commas: the dialplan tries them in this order
+# ([pr-agi]), moving on only when one refuses the connection.
 PR_AGI_URL=${PR_AGI_URL:-agi://agi:4573}
-check PR_AGI_URL "$PR_AGI_URL" 'h?agi://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?' \
-    "agi://host[:port] (no path: the dialplan adds /intake)"
+single_line PR_AGI_URL "$PR_AGI_URL"
+case $PR_AGI_URL in
+    "" | ,* | *, | *,,*) die "PR_AGI_URL=$PR_AGI_URL has an empty server in its list" ;;
+esac
+PR_AGI_LIST=""
+old_ifs=$IFS
+IFS=','
+for server in $PR_AGI_URL; do
+    check PR_AGI_URL "$server" 'h?agi://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?' \
+        "agi://host[:port], or several joined by commas (no path: the dialplan adds /intake)"
+    PR_AGI_LIST="${PR_AGI_LIST:+$PR_AGI_LIST|}$server"
+done
+IFS=$old_ifs
+[ -n "$PR_AGI_LIST" ] || die "PR_AGI_URL names no FastAGI server"
+
+# One of several Asterisk nodes behind a SIP proxy: its name (the dispatcher's PR_PBX_NODES
+# key for it). Empty: the only node, as before.
+PR_NODE_NAME=${PR_NODE_NAME:-}
+if [ -n "$PR_NODE_NAME" ]; then
+    check PR_NODE_NAME "$PR_NODE_NAME" '[A-Za-z0-9_-]{1,32}' "a node name (letters, digits, _ -)"
+fi
 
 PR_FALLBACK_DIAL=${PR_FALLBACK_DIAL:-PJSIP/fallback-desk}
 single_line PR_FALLBACK_DIAL "$PR_FALLBACK_DIAL"
@@ -192,6 +235,24 @@ else
     warn "PR_FALLBACK_DESK_SECRET is not set: the fallback desk phone can't register"
 fi
 
+# Behind a SIP proxy (Kamailio in front of several nodes, docs/kamailio.md): its address(es).
+# Calls are then taken only from it, and the trunk a call came in on is the X-PR-Trunk header
+# it writes (it drops any a caller sent); the trunks' own addresses are its business, never
+# this node's, so a proxy address inside a trunk's network can't make every call a 911 one.
+if [ -n "${PR_SIP_PROXY:-}" ]; then
+    check PR_SIP_PROXY "$PR_SIP_PROXY" \
+        '[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?(,[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?)*' \
+        "a comma-separated list of IPv4 addresses (or networks, /16 to /32)"
+    proxy_ifs=$IFS
+    IFS=,
+    for proxy in $PR_SIP_PROXY; do
+        case $proxy in
+            0.* | */[0-9] | */1[0-5]) die "PR_SIP_PROXY=$proxy is wider than one proxy's network" ;;
+        esac
+    done
+    IFS=$proxy_ifs
+fi
+
 # Trunks: PR_<T>_TRUNK_HOST is where we send calls (aor contact) and, unless
 # PR_<T>_TRUNK_MATCH lists the addresses/networks it calls from, where it calls from.
 for trunk in DIRECT 911 988; do
@@ -207,7 +268,7 @@ for trunk in DIRECT 911 988; do
         check "PR_${trunk}_TRUNK_MATCH" "$match" "$MATCH_ERE" \
             "a comma-separated list of addresses, networks or host names"
         eval "PR_${trunk}_TRUNK_MATCH=\$match"
-    else
+    elif [ -z "${PR_SIP_PROXY:-}" ]; then
         warn "PR_${trunk}_TRUNK_HOST is not set: calls from that trunk are refused"
     fi
 done
@@ -265,7 +326,11 @@ set +f
 cp "$SRC"/*.conf "$ETC"/
 set -f
 
-set_global "$ETC/extensions.conf" PR_AGI "$PR_AGI_URL"
+set_global "$ETC/extensions.conf" PR_AGI "$PR_AGI_LIST"
+set_global "$ETC/extensions.conf" PR_NODE "$PR_NODE_NAME"
+if [ -n "$PR_NODE_NAME" ]; then
+    set_marked "$ETC/asterisk.conf" PR_NODE_NAME "$PR_NODE_NAME"
+fi
 set_global "$ETC/extensions.conf" PR_FALLBACK_DIAL "$PR_FALLBACK_DIAL"
 set_global "$ETC/extensions.conf" PR_FALLBACK_RING_S "$PR_FALLBACK_RING_S"
 set_global "$ETC/extensions.conf" PR_REASSURE_S "$PR_REASSURE_S"
@@ -277,6 +342,8 @@ set_marked "$ETC/pjsip.conf" PR_FALLBACK_DESK_SECRET "$PR_FALLBACK_DESK_SECRET"
 for trunk in DIRECT 911 988; do
     for what in CONTACT MATCH QUALIFY; do
         eval "value=\${PR_${trunk}_TRUNK_${what}:-}"
+        # Behind the proxy no trunk is known by its address here (see PR_SIP_PROXY above).
+        if [ "$what" = MATCH ] && [ -n "${PR_SIP_PROXY:-}" ]; then value=; fi
         if [ -n "$value" ]; then
             set_marked "$ETC/pjsip.conf" "PR_${trunk}_TRUNK_${what}" "$value"
         fi
@@ -293,6 +360,55 @@ auth_type = userpass
 username = $PR_DIRECT_TRUNK_USERNAME
 password = $PR_DIRECT_TRUNK_PASSWORD
 EOF
+fi
+if [ -n "${PR_SIP_PROXY:-}" ]; then
+    # The header first: every call from the proxy also comes from the proxy's address, which
+    # identifies only the proxy itself (its OPTIONS probes). Asterisk ORs an identify's
+    # match and match_header, so they can't share a section (docs/kamailio.md).
+    set_in_section "$ETC/pjsip.conf" global endpoint_identifier_order header,ip,username
+    {
+        cat <<EOF
+
+; Written by entrypoint.sh from PR_SIP_PROXY: calls come through the SIP proxy (Kamailio,
+; docs/kamailio.md), which names the trunk each came in on in X-PR-Trunk and drops any
+; X-PR-Trunk a caller sent. These endpoints take calls from the proxy's address only, so a
+; header sent straight to this node is refused whatever it says. Calls out (responders'
+; mobiles, callbacks) still go straight to the carrier through direct-trunk.
+[proxied-trunk](!,trunk-endpoint)
+identify_by = header
+deny = 0.0.0.0/0.0.0.0
+permit = $PR_SIP_PROXY
+EOF
+        for name in direct 911 988; do
+            cat <<EOF
+
+[proxied-$name](proxied-trunk)
+context = from-$name
+
+[proxied-$name-identify]
+type = identify
+endpoint = proxied-$name
+match_header = X-PR-Trunk: $name
+EOF
+        done
+        cat <<EOF
+
+; The proxy itself, known by its address: its OPTIONS probes are answered (200), so it keeps
+; sending calls here. A call from it without X-PR-Trunk lands where nothing can be dialled.
+[sip-proxy]
+type = endpoint
+context = pr-responder-phones
+allow = !all,ulaw,alaw
+identify_by = ip
+deny = 0.0.0.0/0.0.0.0
+permit = $PR_SIP_PROXY
+
+[sip-proxy-identify]
+type = identify
+endpoint = sip-proxy
+match = $PR_SIP_PROXY
+EOF
+    } >>"$ETC/pjsip.conf"
 fi
 if [ -n "${PR_EXTERNAL_ADDRESS:-}" ]; then
     set_marked "$ETC/pjsip.conf" PR_EXTERNAL_ADDRESS "$PR_EXTERNAL_ADDRESS"
@@ -340,6 +456,9 @@ fi
 
 echo "entrypoint: AGI $PR_AGI_URL, fallback $PR_FALLBACK_DIAL (${PR_FALLBACK_RING_S}s)," \
     "AMI on $PR_AMI_BINDADDR:${PR_AMI_PORT:-5038}" >&2
+if [ -n "${PR_SIP_PROXY:-}" ]; then
+    echo "entrypoint: calls only through the SIP proxy at $PR_SIP_PROXY (X-PR-Trunk)" >&2
+fi
 
 if [ "$#" -gt 0 ]; then
     exec "$@"

@@ -46,6 +46,7 @@ class Call:
     consented_to_message: bool = False
     note: str | None = None            # from a transferring 911/988 center
     channel: str = ""
+    pbx_node: str = ""                 # the Asterisk node it is on, on a line of several
     created_at: float = 0.0
     queued_at: float | None = None
     ended_at: float | None = None
@@ -90,6 +91,7 @@ class Call:
             consented_to_message=data.get("consented_to_message") == "1",
             note=opt("note"),
             channel=data.get("channel", ""),
+            pbx_node=data.get("pbx_node", ""),
             created_at=float(data.get("created_at") or 0),
             queued_at=optf("queued_at"),
             ended_at=optf("ended_at"),

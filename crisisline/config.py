@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from crisisline.nodes import valid_node
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Lower number = answered first. 911 diversions come in with a person already in
@@ -88,6 +90,9 @@ class Settings:
     ami_port: int = 5038
     ami_user: str = "peoples-response"
     ami_secret: str = ""
+    # More than one Asterisk node: name=HOST:PORT of each node's AMI (the names are the
+    # nodes' PR_NODE_NAME). Empty: the one node at ami_host:ami_port.
+    pbx_nodes: Mapping[str, str] = field(default_factory=dict)
 
     # Destinations that no wave, fallback or interpreter line may ever dial.
     police_numbers: tuple[str, ...] = ("+16173434500",)
@@ -377,6 +382,12 @@ def validate(s: Settings) -> list[str]:
             problems.append(f"redis_sentinels: {sentinel!r} is not HOST:PORT")
     if s.redis_sentinels and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", s.redis_service):
         problems.append("redis_service must be the name the sentinels monitor (letters, digits, . _ -)")
+    for name, address in s.pbx_nodes.items():
+        host, _, port = str(address).rpartition(":")
+        if not valid_node(name):
+            problems.append(f"pbx_nodes: {name!r} is not a node name (letters, digits, _ -)")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            problems.append(f"pbx_nodes: {name}={address!r} is not NAME=HOST:PORT")
     problems += _text_problems(s)
     return problems
 

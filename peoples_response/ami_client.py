@@ -8,6 +8,8 @@ import asyncio
 import itertools
 from collections.abc import Iterable
 
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
 
 class AmiError(Exception):
     pass
@@ -22,7 +24,10 @@ class AmiClient:
 
     @classmethod
     async def connect(cls, host: str, port: int, user: str, secret: str) -> AmiClient:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        # The stand-in's StandinCallEnded carries the call's whole trace as one JSON line:
+        # a long call (a callback, many dialplan steps) is far over asyncio's 64 KiB default.
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, limit=MAX_LINE_BYTES), 5)
         client = cls(reader, writer)
         client.banner = (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
         reply = await client.request([("Action", "Login"), ("Username", user), ("Secret", secret)])

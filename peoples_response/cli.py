@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from crisisline import config
+from crisisline.nodes import valid_node
 
 Command = Callable[[argparse.Namespace, config.Settings], int]
 
@@ -135,7 +136,10 @@ def cmd_dispatcher(args: argparse.Namespace, settings: config.Settings) -> int:
 def cmd_standin(args: argparse.Namespace, settings: config.Settings) -> int:
     from standin import serve
 
-    asyncio.run(serve.serve(settings))
+    agi = [u.strip() for u in (args.agi or "").split(",") if u.strip()] or None
+    if args.node and not valid_node(args.node):
+        raise SystemExit(f"standin: --node {args.node!r} is not a node name (letters, digits, _ -)")
+    asyncio.run(serve.serve(settings, node=args.node or "", agi_urls=agi))
     return 0
 
 
@@ -184,12 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start the whole system here, in the foreground")
     up.add_argument("--no-render", action="store_true", help="don't render missing prompts")
+    up.add_argument("--nodes", type=int, default=1,
+                    help="run the line as on several machines: N PBX nodes, two FastAGI "
+                         "servers, two dispatchers (stand-in nodes; docs/scaling.md)")
     up.set_defaults(func=cmd_up)
 
     sim = sub.add_parser("simulate", help="scripted calls through the PBX `up` runs")
     sim_sub = sim.add_subparsers(dest="simulate_command", required=True, metavar="WHAT")
     call = sim_sub.add_parser("call", help="place one scripted call; prints one JSON object")
     call.add_argument("--source", choices=["direct", "911", "988"], default="direct")
+    call.add_argument("--node", default="", help="with `up --nodes N`: the node the call "
+                                                 "arrives on (a, b, ...; default the first)")
     call.add_argument("--keys", default="",
                       help='one answer per question, space-separated; "-" = press nothing '
                            '(e.g. "2 02121 1": Spanish, ZIP 02121, yes); KEYS@SECONDS presses '
@@ -262,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     disp.set_defaults(func=cmd_dispatcher)
 
     standin = sub.add_parser("standin", help="the Asterisk stand-in PBX (AMI on $PR_AMI_PORT)")
+    standin.add_argument("--node", default="", help="its name on a line of several nodes "
+                                                     "(as a real node's PR_NODE_NAME)")
+    standin.add_argument("--agi", default="", help="FastAGI servers tried in order, "
+                                                   "comma-separated (default: PR_AGI_HOST:PORT)")
     standin.set_defaults(func=cmd_standin)
 
     worker = sub.add_parser("worker", help="RQ worker: transcription and retention jobs")

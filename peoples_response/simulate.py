@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from crisisline.config import ROOT, Settings
+from crisisline.nodes import split
 from crisisline.stores import sync_redis
 from crisisline.stores.calls import call_key
 from peoples_response.simulate_report import describe, following, read_record, trace_dict
@@ -141,13 +142,24 @@ def follow_limit(settings: Settings) -> float:
     return settings.callback_attempts * per_attempt + 120
 
 
+def node_address(runtime: dict[str, str], node: str) -> str:
+    """The AMI address of the stand-in to place the call on: ``node`` of `up --nodes N`
+    (as Kamailio would have sent the call there), else the first."""
+    if not node:
+        return runtime["ami"]
+    nodes = dict(pair.split("=", 1) for pair in runtime.get("nodes", "").split(",") if "=" in pair)
+    if node not in nodes:
+        raise SystemExit(f"simulate: no node {node!r} (up runs: {', '.join(nodes) or 'one PBX'})")
+    return nodes[node]
+
+
 async def simulate_standin(settings: Settings, runtime: dict[str, str], args: argparse.Namespace,
                            client: redis.Redis) -> tuple[dict[str, Any], str | None]:
     """The stand-in PBX that `up` runs, with the dispatcher ringing responders."""
     from peoples_response.ami_client import AmiClient
     from peoples_response.cli import CALLBACK_ANSWERS
 
-    host, _, port = runtime["ami"].rpartition(":")
+    host, _, port = node_address(runtime, getattr(args, "node", "") or "").rpartition(":")
     ami = await AmiClient.connect(host, int(port), settings.ami_user,
                                   settings.ami_secret or runtime.get("ami_secret", ""))
     script = script_from_args(args, settings)
@@ -205,7 +217,8 @@ async def simulate_standin(settings: Settings, runtime: dict[str, str], args: ar
                 ami.send(_phones(args.responders_after_callback, called_back))
             if call_id and talk.due(call_id, loop.time()):
                 # The caller's channel now: the one that called in, or the one called back.
-                ami.send([("Action", "Hangup"), ("Channel", record.get("channel") or placed or "")])
+                channel = split(record.get("channel") or "")[1]  # "<node>|<channel>" on several
+                ami.send([("Action", "Hangup"), ("Channel", channel or placed or "")])
                 talk.talk_until = talk.stay = float("inf")
             if ended.done():
                 if not call_id or not following(record, settings.callback_retry_s):

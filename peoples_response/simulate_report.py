@@ -115,6 +115,7 @@ def describe(trace: dict[str, Any], settings: Settings, client: redis.Redis, sou
         "source": record.get("source", source),
         "language": record.get("language") or variables.get("PR_LANGUAGE"),
         "neighborhood": record.get("neighborhood") or None,
+        "pbx_node": record.get("pbx_node") or None,  # with `up --nodes N`
         "zip_code": record.get("zip_code") or None,
         "priority": int(record["priority"]) if record.get("priority") else settings.priority_for(source),
         "queued": queued,

@@ -109,17 +109,21 @@ def pbx_mode(settings: Settings) -> str:
 
 
 def parts_for(settings: Settings, exe: list[str], mode: str | None = None,
-              local: object | None = None) -> list[Part]:
-    """The processes of the system, with the PBX ``mode`` asks for."""
+              local: object | None = None, nodes: list[Part] | None = None) -> list[Part]:
+    """The processes of the system, with the PBX ``mode`` asks for; ``nodes``: the PBX
+    nodes, FastAGI servers and dispatchers of `up --nodes N` (up_nodes.plan) instead."""
     mode = mode or pbx_mode(settings)
-    parts = [Part("agi", [*exe, "agi"])]
-    if mode == "standin":
-        parts.append(Part("standin", [*exe, "standin"]))
-    elif mode == "real" and local is not None:
-        parts += [Part("asterisk", local.argv("asterisk")),  # type: ignore[attr-defined]
-                  Part("world", local.argv("world"))]  # type: ignore[attr-defined]
-    parts += [Part("dispatcher", [*exe, "dispatcher"]), Part("worker", [*exe, "worker"]),
-              Part("web", [*exe, "web"])]
+    if nodes:
+        parts = list(nodes)
+    else:
+        parts = [Part("agi", [*exe, "agi"])]
+        if mode == "standin":
+            parts.append(Part("standin", [*exe, "standin"]))
+        elif mode == "real" and local is not None:
+            parts += [Part("asterisk", local.argv("asterisk")),  # type: ignore[attr-defined]
+                      Part("world", local.argv("world"))]  # type: ignore[attr-defined]
+        parts.append(Part("dispatcher", [*exe, "dispatcher"]))
+    parts += [Part("worker", [*exe, "worker"]), Part("web", [*exe, "web"])]
     # The text line: the public chat app, and the SMS provider's stand-in when none is set.
     parts.append(Part("chat", [*exe, "chat"]))
     if not settings.sms_api_url:
@@ -157,6 +161,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         prompts_cmd.render_missing(settings)
     mode = pbx_mode(settings)
+    count = int(getattr(args, "nodes", 1) or 1)
+    if count > 1 and mode != "standin":
+        # The real nodes behind Kamailio run in tests/test_kamailio.py; `up` can't yet.
+        raise SystemExit("peoples-response up: --nodes runs stand-in nodes: set "
+                         "PR_ASTERISK=standin (several real Asterisk nodes behind Kamailio "
+                         "are not started by `up` yet: docs/kamailio.md)")
     redis_url, redis_proc = _start_redis(settings, logs)
     env = {**os.environ, "PR_VAR_DIR": str(settings.var_path)}
     if not settings.redis_sentinels:
@@ -179,7 +189,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                             ami_port=settings.ami_port, reassure_s=settings.reassure_s)
         except NotInstalled as exc:
             raise SystemExit(f"peoples-response up: {exc}") from None
-    parts = parts_for(settings, exe, mode, local)
+    node_parts: list[Part] = []
+    node_info: dict[str, str] = {}
+    if count > 1:
+        from peoples_response.up_nodes import plan
+
+        node_parts, node_info = plan(settings, exe, count, Part)
+    parts = parts_for(settings, exe, mode, local, node_parts)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -212,10 +228,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "sms_standin": "" if settings.sms_api_url else env["PR_SMS_API_URL"]}
     if local is not None:
         info.update(local.runtime())
+    info.update(node_info)
     runtime.write_text(json.dumps(info))
     runtime.chmod(0o600)  # it holds the run's AMI secrets
     pbx = {"real": "Asterisk 22 (real)", "standin": "the Asterisk stand-in",
            "external": "an external Asterisk"}[mode]
+    if count > 1:
+        pbx = f"{count} stand-in nodes ({node_info['nodes']}), FastAGI {node_info['agi_servers']}"
     print(f"People's Response is up: PBX {pbx}, FastAGI {settings.agi_host}:{settings.agi_port}, "
           f"panel http://{settings.web_host}:{settings.web_port}/, Redis {redis_url}, "
           f"logs in {logs}", flush=True)

@@ -333,7 +333,12 @@ class AgiSession:
         return "ok"
 
     def _answer(self, point: str) -> str:
-        callback = self.ch.context == "pr-callback" and bool(self.ch.script.callback_keys)
+        # Scripts run inside [pr-agi] (the FastAGI failover subroutine): the caller is where
+        # it was called from.
+        where = self.ch.context
+        if where == "pr-agi":
+            where = self.ch.get_variable("PR_AGI_CONTEXT") or where
+        callback = where == "pr-callback" and bool(self.ch.script.callback_keys)
         token = self.ch.caller.callback_answer() if callback else self.ch.caller.answer()
         self.ch.trace.keys.append((point, token))
         return token

@@ -86,8 +86,12 @@ class StandinPBX:
         desk_registered: bool = True,
         max_dial_attempts: int = 3,
         spool_dir: Path | None = None,
+        system_name: str = "",
     ) -> None:
         self.dialplan = Dialplan.load(Path(dialplan_path))
+        # asterisk.conf systemname: put in front of every uniqueid (main/channel.c), so that
+        # several nodes' channels never share one.
+        self.system_name = system_name
         self.interp = Interpreter(self.dialplan, globals_overrides, emit=self.emit)
         self.sounds = SoundResolver(sounds_dirs, prompts_dir, prompts_prefix)
         self.time_scale = time_scale
@@ -142,7 +146,12 @@ class StandinPBX:
                      tech: str) -> Channel:
         self._seq += 1
         name = f"{tech}/{endpoint}-{self._seq:08x}"
-        return Channel(name, f"{self._epoch}.{self._seq}", context, exten, script, tech)
+        return Channel(name, f"{self.uniqueid_prefix}{self._epoch}.{self._seq}", context, exten,
+                       script, tech)
+
+    @property
+    def uniqueid_prefix(self) -> str:
+        return f"{self.system_name}-" if self.system_name else ""
 
     async def start_call(self, context: str, exten: str, script: CallerScript, *,
                          endpoint: str = "direct-trunk", tech: str = "PJSIP") -> Channel:
@@ -236,6 +245,18 @@ class StandinPBX:
         ch.request_hangup("pbx", cause=cause)
         await ch.finished.wait()
         return True
+
+    def crash(self) -> None:
+        """As kill -9 of Asterisk: every channel stops where it is, with no h extension and
+        no event (close the AMI server first: its clients just lose the connection), and
+        FastAGI sockets close mid-session."""
+        self.emit = lambda event: None  # type: ignore[method-assign]
+        for ch in list(self.channels.values()):
+            ch.emit = self.emit
+            if ch.task is not None:
+                ch.task.cancel()
+        self.channels.clear()
+        self._rooms.clear()
 
     async def close(self) -> None:
         """Hang up every channel still running."""

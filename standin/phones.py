@@ -218,7 +218,7 @@ def _new_channel(pbx: StandinPBX, req: OriginateRequest, script: CallerScript) -
     endpoint = data.rpartition("@")[2] if tech.upper() == "PJSIP" else data
     suffix = ";1" if tech.lower() == "local" else ""
     name = f"{tech}/{endpoint}-{pbx._seq:08x}{suffix}"
-    uniqueid = req.channel_id or f"{pbx._epoch}.{pbx._seq}"
+    uniqueid = req.channel_id or f"{pbx.uniqueid_prefix}{pbx._epoch}.{pbx._seq}"
     ch = Channel(name, uniqueid, req.context or "default", req.exten or "s", script, tech)
     ch.priority = req.priority if req.context else 1
     ch.caller_id_num, ch.caller_id_name = req.caller_num, req.caller_name
@@ -250,8 +250,8 @@ async def _originate_local(pbx: StandinPBX, req: OriginateRequest,
     if pbx.dialplan.find_extension(context, exten) is None:
         return done(OriginateResult(False, REASON_OTHER, req.dial, req.channel_id or "<unknown>"))
     one = _new_channel(pbx, req, CallerScript())
-    two = Channel(one.name[:-1] + "2", f"{pbx._epoch}.{pbx._seq}.2", context, exten,
-                  CallerScript(), "Local")
+    two = Channel(one.name[:-1] + "2", f"{pbx.uniqueid_prefix}{pbx._epoch}.{pbx._seq}.2", context,
+                  exten, CallerScript(), "Local")
     pbx.adopt(two)
     for ch in (one, two):
         ch.state = STATE_UP

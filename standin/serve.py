@@ -29,29 +29,36 @@ TIME_SCALE_ENV = "PR_STANDIN_TIME_SCALE"
 Ready = Callable[[AmiServer], Any] | asyncio.Future[AmiServer] | None
 
 
-def build_pbx(settings: Settings, time_scale: float | None = None) -> StandinPBX:
-    """The PBX as `serve` runs it; time_scale defaults to $PR_STANDIN_TIME_SCALE or 1.0."""
+def build_pbx(settings: Settings, time_scale: float | None = None, node: str = "",
+              agi_urls: list[str] | None = None) -> StandinPBX:
+    """The PBX as `serve` runs it; time_scale defaults to $PR_STANDIN_TIME_SCALE or 1.0.
+    ``node``: its name on a line of several (as entrypoint.sh's PR_NODE_NAME); ``agi_urls``:
+    the FastAGI servers, tried in order (as PR_AGI_URL), else settings' agi_host:agi_port."""
     if time_scale is None:
         time_scale = float(os.environ.get(TIME_SCALE_ENV) or "1.0")
     prefix = settings.asterisk_prompts_path.strip("/")
     return StandinPBX(
         DIALPLAN,
-        globals_overrides={"PR_AGI": f"agi://{settings.agi_host}:{settings.agi_port}",
-                           "PR_PROMPTS": prefix, "PR_REASSURE_S": str(settings.reassure_s)},
+        globals_overrides={"PR_AGI": "|".join(agi_urls or
+                                              [f"agi://{settings.agi_host}:{settings.agi_port}"]),
+                           "PR_PROMPTS": prefix, "PR_REASSURE_S": str(settings.reassure_s),
+                           "PR_NODE": node},
         sounds_dirs=[CORE_SOUNDS],
         prompts_dir=settings.prompts_path,
         prompts_prefix=prefix,
         time_scale=time_scale,
+        system_name=node,
     )
 
 
-async def serve(settings: Settings, ready: Ready = None) -> None:
+async def serve(settings: Settings, ready: Ready = None, node: str = "",
+                agi_urls: list[str] | None = None) -> None:
     """Serve AMI over a fresh stand-in PBX until SIGINT/SIGTERM (or cancellation).
     ``ready`` (a callable or a future) gets the started AmiServer."""
     if not settings.ami_secret:
         # An AMI that anyone on the host can drive rings responders: never without a secret.
         raise SystemExit("stand-in: refusing to serve AMI without a secret (set PR_AMI_SECRET)")
-    pbx = build_pbx(settings)
+    pbx = build_pbx(settings, node=node, agi_urls=agi_urls)
     server = AmiServer(pbx, username=settings.ami_user, secret=settings.ami_secret,
                        host=settings.ami_host, port=settings.ami_port)
     await server.start()

@@ -104,8 +104,14 @@ async def test_a_peer_that_closes_or_stalls_mid_headers_freezes_nothing(settings
         r3, w3 = await asyncio.open_connection("127.0.0.1", server.port)
         w3.write(b"agi_network: yes\nagi_network_script: no-such-script\n\n")
         await w3.drain()
+        # Unknown script: AGISTATUS=FAILURE and the dialplan falls back, told first that this
+        # server took the call and gave up (no other server is asked: [pr-agi]).
         line = await asyncio.wait_for(r3.readline(), 2)
-        assert line == b"failure\n"  # unknown script: AGISTATUS=FAILURE, dialplan falls back
+        assert line == b'SET VARIABLE "PR_AGI_GAVE_UP" "1"\n'
+        w3.write(b"200 result=1\n")
+        await w3.drain()
+        line = await asyncio.wait_for(r3.readline(), 2)
+        assert line == b"failure\n"
         w2.close()
         w3.close()
     finally:

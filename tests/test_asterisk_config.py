@@ -618,6 +618,46 @@ def test_entrypoint_writes_globals_and_secrets(conf_src: Path, tmp_path: Path) -
     assert written["PR_FALLBACK_DIAL"] == "PJSIP/fallback-desk"
 
 
+def test_entrypoint_takes_several_fastagi_servers_in_order(conf_src: Path, tmp_path: Path) -> None:
+    """PR_AGI_URL may name several servers (commas); the dialplan's [pr-agi] tries them in
+    the order given, split on | (a comma would end CUT()'s own arguments)."""
+    etc = tmp_path / "etc"
+    result = run_entrypoint(conf_src, etc, PR_AMI_SECRET=SECRET,
+                            PR_AGI_URL="agi://agi-a:4573,agi://agi-b.internal,hagi://agi.example.org")
+    assert result.returncode == 0, result.stderr
+    written = {s.name: dict(s.items) for s in parse_conf(etc / "extensions.conf")}["globals"]
+    assert written["PR_AGI"] == "agi://agi-a:4573|agi://agi-b.internal|hagi://agi.example.org"
+    problems = lint_problems(etc / "extensions.conf")
+    assert not problems, "\n".join(problems)
+    for bad in ("agi://a:4573,", ",agi://a:4573", "agi://a:4573,,agi://b", "agi://a:4573,http://b",
+                "agi://a:4573|agi://b:4573", "agi://a:4573, agi://b:4573"):
+        refused = run_entrypoint(conf_src, tmp_path / "no", PR_AMI_SECRET=SECRET, PR_AGI_URL=bad)
+        assert refused.returncode != 0, bad
+        assert "PR_AGI_URL" in refused.stderr, bad
+        assert not (tmp_path / "no").exists()
+
+
+def test_entrypoint_names_a_node_of_several(conf_src: Path, tmp_path: Path) -> None:
+    """PR_NODE_NAME: the dialplan passes it to every AGI script, and Asterisk puts it in
+    front of every uniqueid (systemname), so two nodes' channels never share one. Unset,
+    neither is there (one node, as before)."""
+    etc = tmp_path / "etc"
+    result = run_entrypoint(conf_src, etc, PR_AMI_SECRET=SECRET, PR_NODE_NAME="node-b")
+    assert result.returncode == 0, result.stderr
+    written = {s.name: dict(s.items) for s in parse_conf(etc / "extensions.conf")}["globals"]
+    assert written["PR_NODE"] == "node-b"
+    assert pyst2_sections(etc / "asterisk.conf")["options"]["systemname"] == ["node-b"]
+    alone = run_entrypoint(conf_src, tmp_path / "one", PR_AMI_SECRET=SECRET)
+    assert alone.returncode == 0, alone.stderr
+    written = {s.name: dict(s.items) for s in parse_conf(tmp_path / "one" / "extensions.conf")}
+    assert written["globals"]["PR_NODE"] == ""
+    assert "systemname" not in pyst2_sections(tmp_path / "one" / "asterisk.conf")["options"]
+    for bad in ("node b", "node;b", "n" * 33, "node|b"):
+        refused = run_entrypoint(conf_src, tmp_path / "no", PR_AMI_SECRET=SECRET, PR_NODE_NAME=bad)
+        assert refused.returncode != 0 and "PR_NODE_NAME" in refused.stderr, bad
+        assert not (tmp_path / "no").exists()
+
+
 def test_entrypoint_direct_trunk_outbound_auth(conf_src: Path, tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     result = run_entrypoint(conf_src, etc, PR_AMI_SECRET=SECRET, PR_DIRECT_TRUNK_USERNAME="acct1",

@@ -40,9 +40,9 @@ def up_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_up(env: dict[str, str], log_path: Path, timeout: float = 120):
+def start_up(env: dict[str, str], log_path: Path, timeout: float = 120, *args: str):
     log = open(log_path, "a+")
-    proc = subprocess.Popen([*CLI, "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([*CLI, "up", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
                             cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,3 +209,24 @@ def test_simulate_follows_a_callback_from_the_offer_to_a_person(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+def test_up_with_two_nodes_connects_each_caller_on_their_own_node(tmp_path):
+    """`up --nodes 2`: two PBX nodes, two FastAGI servers, two dispatchers on one machine."""
+    env = up_env(tmp_path)
+    proc, log = start_up(env, tmp_path / "up.log", 120, "--nodes", "2")
+    try:
+        log.seek(0)
+        assert "2 stand-in nodes (a=127.0.0.1:" in log.read()
+        on_a = simulate(env, "--node", "a", "--keys", "2 02121 2", "--responders", "answer:2")
+        on_b = simulate(env, "--node", "b", "--keys", "1 02121 2", "--responders", "answer:2")
+        assert (on_a["outcome"], on_a["pbx_node"], on_a["language"]) == ("bridged", "a", "es")
+        assert (on_b["outcome"], on_b["pbx_node"], on_b["language"]) == ("bridged", "b", "en")
+        bad = subprocess.run([*CLI, "simulate", "call", "--node", "z"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode != 0 and "no node 'z'" in bad.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -56,9 +56,12 @@ class Scenario:
     hangup_after: int | None = None
     phones: dict[str, str] = field(default_factory=dict)  # responder id -> behaviour
     default_phone: str = "answer:1"
-    fault: str | None = None  # agi_down, agi_killed_after_queue, no_dispatcher, redis_down
+    # agi_down, agi_killed_after_queue, first_agi_refuses, no_dispatcher, redis_down
+    fault: str | None = None
     expect: dict[str, Any] = field(default_factory=dict)
 
+
+DOWN_AGI = "agi://127.0.0.1:1"  # nobody listens on port 1: the connection is refused
 
 SCENARIOS = [
     Scenario("english_caller", keys="1 02121 2",
@@ -105,6 +108,10 @@ SCENARIOS = [
     # first responder's phone that answers says so, and the caller goes to the desk.
     Scenario("fastagi_killed_after_the_call_was_queued", fault="agi_killed_after_queue",
              expect={"outcome": "fallback", "fallback_answered": True, "language": "es"}),
+    # Two FastAGI servers configured, the first one down (connection refused): the dialplan
+    # runs the whole call on the second, the caller never noticing ([pr-agi]).
+    Scenario("first_fastagi_server_down", fault="first_agi_refuses",
+             expect={"outcome": "bridged", "language": "es", "queued": True}),
     Scenario("no_dispatcher", fault="no_dispatcher",
              expect={"outcome": "fallback", "fallback_answered": True}),
     Scenario("no_redis", fault="redis_down", expect={"outcome": "fallback", "queued": False}),
@@ -159,7 +166,9 @@ async def line(pbx: str, settings, tmp_path: Path, scenario: Scenario) -> AsyncI
         if not REAL:
             pytest.fail("Asterisk is not installed: scripts/install-asterisk (scripts/test runs it)")
         async with real_system(s, roster(), tmp_path, wave_timeout_s=4, max_wait_s=25,
-                               dispatchers=dispatchers, default_phone=scenario.default_phone) as sys_:
+                               dispatchers=dispatchers, default_phone=scenario.default_phone,
+                               agi_first=DOWN_AGI if scenario.fault == "first_agi_refuses"
+                               else None) as sys_:
             await sys_.set_phones(scenario.default_phone, **scenario.phones)
             yield sys_
         return
@@ -168,6 +177,9 @@ async def line(pbx: str, settings, tmp_path: Path, scenario: Scenario) -> AsyncI
                               dispatchers=dispatchers,
                               default_phone=scenario.default_phone) as sys_:
         sys_.pbx.fallback_answers = True
+        if scenario.fault == "first_agi_refuses":
+            globals_ = sys_.pbx.interp.globals
+            globals_["PR_AGI"] = f"{DOWN_AGI}|{globals_['PR_AGI']}"
         for rid, behaviour in scenario.phones.items():
             sys_.phones.set(rid, behaviour)
         yield sys_

@@ -103,7 +103,9 @@ def test_queued_caller_waits_in_its_room_and_h_reports_the_hangup(tmp_path: Path
     assert sessions[0]["agi_network_script"] == "intake?source=direct"
     assert sessions[0]["agi_callerid"] == "6175551234"
     assert sessions[1]["agi_network_script"] == "hangup?call=42&in=waiting_room"
-    assert sessions[1]["agi_extension"] == "h" and sessions[1]["agi_context"] == "pr-waiting"
+    # Run from pr-waiting's h, through [pr-agi] (which tries each FastAGI server in turn).
+    assert sessions[1]["agi_context"] == "pr-agi"
+    assert ("pr-waiting", "h", 2, "Gosub") in trace.path
     assert trace.transcripts[0].replies[-1] == "200 result=1"
     assert "200 result=02121" in trace.transcripts[0].replies
     kinds = [e["Event"] for e in events if e["Event"] != "VarSet"]
@@ -114,7 +116,7 @@ def test_queued_caller_waits_in_its_room_and_h_reports_the_hangup(tmp_path: Path
     assert (join["Conference"], join["Channel"]) == ("call-42", trace.channel)
     assert trace.hung_up_by == "pbx"
     assert trace.path[:2] == [("from-direct", "6175550100", 1, "Goto"), ("from-direct", "s", 1, "NoOp")]
-    assert ("pr-waiting", "h", 2, "AGI") in trace.path
+    assert ("pr-waiting", "h", 2, "Gosub") in trace.path
 
 
 def test_a_queued_caller_nobody_attends_reaches_the_fallback_group(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ async def returning_caller(session: AgiSession, app: AgiApp, number: str | None)
         log.warning("call %s: callback prompt missing (%s); the caller waits on the line",
                     holder, exc)
     headers = session.headers
-    channel = headers.get("agi_channel")[:200]
+    channel = headers.channel
     if not await app.callbacks.rejoin(holder, channel, headers.get("agi_uniqueid")[:150]):
         return False  # taken meanwhile: go through the IVR as a new call
     await app.store.redis.set(channel_key(channel), holder, ex=86400)

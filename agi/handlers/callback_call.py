@@ -53,8 +53,9 @@ async def callback_answered(session: AgiSession, app: AgiApp) -> None:
         log.warning("call %s: callback attempt %d answered but no longer open", call_id, attempt)
         return
     headers = session.headers
-    channel = headers.get("agi_channel")[:200]
-    await app.store.update(call_id, channel=channel, x_uniqueid=headers.get("agi_uniqueid")[:150])
+    channel = headers.channel
+    await app.store.update(call_id, channel=channel, x_uniqueid=headers.get("agi_uniqueid")[:150],
+                           **({"pbx_node": headers.node} if headers.node else {}))
     await app.store.redis.set(channel_key(channel), call_id, ex=86400)
     # Should the responder leave, the caller waits again like any caller on the line.
     until = int(time.time() + app.settings.unattended_s)

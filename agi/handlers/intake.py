@@ -254,7 +254,8 @@ async def intake(session: AgiSession, app: AgiApp) -> None:
         language=s.default_language,
         priority=s.priority_for(source.value),
         caller_number=number,
-        channel=h.get("agi_channel")[:200],
+        channel=h.channel,
+        pbx_node=h.node,  # on a line of several Asterisk nodes, the caller's
         # Channel names start again at 00000000 when Asterisk restarts; uniqueids don't.
         extra={"uniqueid": h.get("agi_uniqueid")[:150]},
     )

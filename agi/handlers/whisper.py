@@ -22,6 +22,7 @@ from crisisline import callbacks as cb
 from crisisline import destinations
 from crisisline.call import Call
 from crisisline.neighborhoods import slug
+from crisisline.nodes import split
 
 log = logging.getLogger(__name__)
 ID = re.compile(r"^[0-9A-Za-z_.\-]{1,64}$")
@@ -163,13 +164,21 @@ async def whisper(session: AgiSession, app: AgiApp) -> None:
     if digits[:1] != "1":
         await offers.passed(call_id, responder, "declined" if digits else "no_key")
         return
+    caller_node = split(call.channel)[0]
+    if call.channel and caller_node != session.headers.node:
+        # A leg on another node than its caller's (routing never does this on purpose):
+        # the caller's channel name means somebody else here. Never move a stranger.
+        log.error("call %s: responder %s rang on node %r, the caller is on %r", call_id,
+                  responder, session.headers.node, caller_node)
+        await offers.passed(call_id, responder, "other_node")
+        return
     if await offers.accept(call_id, responder):
         attempt = await app.callbacks.start_attempt(call_id, responder)
         if attempt:
             await call_back(session, app, call_id, attempt)
             return
         current = await app.store.get(call_id) or call
-        await session.set_variable("PR_CALLER_CHANNEL", current.channel)
+        await session.set_variable("PR_CALLER_CHANNEL", split(current.channel)[1])
         await session.set_variable("PR_CONNECT",
                                    connect_context(app, current, query.get("speaks") != "0"))
         await session.set_variable("PR_ACCEPTED", "1")

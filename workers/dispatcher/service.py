@@ -16,8 +16,9 @@ from crisisline.shutdown import stop_on_signals
 from crisisline.stores import async_redis
 from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import COMMANDS, OfferStore
-from workers.dispatcher.ami import AmiGateway, supervisor_leg_id
+from workers.dispatcher.ami import supervisor_leg_id
 from workers.dispatcher.dispatcher import Dispatcher
+from workers.dispatcher.nodes import gateway_for
 from workers.dispatcher.reconcile import Reconciler
 from workers.dispatcher.recorder import Recorder
 
@@ -149,24 +150,24 @@ async def sweep_audio(settings: Settings, stop: asyncio.Event) -> None:
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     db.upgrade(settings)
     redis = async_redis(settings.effective_redis_url)
-    ami = AmiGateway(settings)
+    ami = gateway_for(settings, redis)  # one AMI session, or one per node (PR_PBX_NODES)
     roster = RosterCache(settings)
     await roster.refresh()
     dispatcher = Dispatcher(settings, CallStore(redis), OfferStore(redis), ami, roster,
                             lease_s=settings.dispatch_lease_s)
     recorder = Recorder(redis, db.engine_for(settings), f"recorder-{os.getpid()}",
                         wrapup_s=settings.wrapup_s)
+    where = (", ".join(f"{n}={a}" for n, a in settings.pbx_nodes.items()) or
+             f"{settings.ami_host}:{settings.ami_port}")
     with stop_on_signals() as stop:
         while not stop.is_set():
             try:
                 await ami.connect()
                 break
             except Exception as exc:
-                log.warning("AMI not reachable at %s:%d (%s); retrying", settings.ami_host,
-                            settings.ami_port, exc)
+                log.warning("AMI not reachable at %s (%s); retrying", where, exc)
                 await asyncio.sleep(1)
-        print(f"peoples-response dispatcher: AMI {settings.ami_host}:{settings.ami_port}",
-              flush=True)
+        print(f"peoples-response dispatcher: AMI {where}", flush=True)
         # Before taking any call: agree with the PBX about who is still on a call (after a
         # crash or a PBX restart Redis may say someone is busy who isn't).
         reconciler = Reconciler(dispatcher)
