@@ -401,7 +401,7 @@ def test_rtp_range_matches_published_ports() -> None:
 # ---- (2) docker-compose.yml ------------------------------------------------------------------
 
 
-PORT_RE = re.compile(r"(?:(?P<ip>[\d.]+):)?(?:(?P<host>\d+(?:-\d+)?):)?"
+PORT_RE = re.compile(r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?:(?P<host>\d+(?:-\d+)?):)?"
                      r"(?P<container>\d+(?:-\d+)?)(?:/(?P<proto>tcp|udp))?")
 
 
