@@ -66,7 +66,7 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def _wait_port(host: str, port: int, proc: subprocess.Popen, what: str, seconds: float = 15) -> None:
+def _wait_port(host: str, port: int, proc: subprocess.Popen, what: str, seconds: float = 45) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if _reachable(host, port):
@@ -150,6 +150,21 @@ def _spawn(part: Part, env: dict[str, str], logs: Path) -> None:
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
+def _stop_parts(parts: list[Part], redis_proc: subprocess.Popen | None) -> None:
+    for part in parts:
+        if part.proc is not None and part.proc.poll() is None:
+            part.proc.terminate()
+    for part in parts:
+        if part.proc is not None:
+            try:
+                part.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                part.proc.kill()
+    if redis_proc is not None:
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     logs = settings.var_path / "log"
     logs.mkdir(parents=True, exist_ok=True)
@@ -206,16 +221,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     for part in parts:
         _spawn(part, env, logs)
-    assert parts[0].proc is not None
-    _wait_port(settings.agi_host, settings.agi_port, parts[0].proc, "agi")
-    if local is not None:
-        for which in ("asterisk", "world"):
-            if not local.wait_booted(which):
-                raise SystemExit(f"peoples-response up: the {which} Asterisk did not start; "
-                                 f"see {logs / (which + '.log')}")
-        from localpbx.runtime import set_default_phones
+    try:
+        assert parts[0].proc is not None
+        _wait_port(settings.agi_host, settings.agi_port, parts[0].proc, "agi")
+        if local is not None:
+            for which in ("asterisk", "world"):
+                if not local.wait_booted(which):
+                    raise SystemExit(f"peoples-response up: the {which} Asterisk did not "
+                                     f"start; see {logs / (which + '.log')}")
+            from localpbx.runtime import set_default_phones
 
-        set_default_phones(local.world)
+            set_default_phones(local.world)
+    except BaseException:
+        # Whatever failed at start, nothing we started may outlive us (an Asterisk left
+        # running holds its ports and rings phones for nobody).
+        _stop_parts(parts, redis_proc)
+        raise
 
     runtime = runtime_file(settings)
     runtime.parent.mkdir(parents=True, exist_ok=True)
@@ -257,18 +278,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 if part.proc is None and not stopping and time.monotonic() >= part.next_start:
                     _spawn(part, env, logs)
     finally:
-        for part in parts:
-            if part.proc is not None and part.proc.poll() is None:
-                part.proc.terminate()
-        for part in parts:
-            if part.proc is not None:
-                try:
-                    part.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    part.proc.kill()
-        if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
+        _stop_parts(parts, redis_proc)
         runtime.unlink(missing_ok=True)
         print("People's Response stopped.", flush=True)
     return 0
