@@ -3,9 +3,10 @@ delay, real Redis, the stand-in PBX, and `peoples-response agi` / `dispatcher` a
 
 Prints p50/p99 of the system's own overhead from "queued" to the first Originate the PBX
 receives, and from a responder's press-1 (accepted) to their leg joining the caller's room,
-plus the dispatcher's CPU seconds per call. Baseline, same run: a bare AMI client that
-originates the moment it sees "queued" (no policy, no leases) - the floor the transport
-itself sets; the ratio is dispatcher / floor.
+plus the dispatcher's CPU milliseconds per call, for one dispatcher (mode ``dispatcher``) and
+for two sharing the queue (``dispatchers x2``: CPU summed over both processes, per call).
+Baseline, same run: a bare AMI client that originates the moment it sees "queued" (no
+policy, no leases) - the floor the transport itself sets; the ratios are against it.
 
     .venv/bin/python bench/bench_dispatch.py [--sizes 1,50,500]
     .venv/bin/python bench/bench_dispatch.py --pbx real [--sizes 1,50]
@@ -16,10 +17,15 @@ responders' phones in the world Asterisk on E.164 numbers through the direct tru
 (answering after 2 s, pressing 1 1.5 s into the whisper), and, in the same run, the same
 callers on the stand-in at time scale 1: the same figures for both, and real/stand-in.
 
-BENCH_MODES=dispatcher skips the floor; BENCH_PROFILE=FILE runs the dispatcher under
-cProfile and writes its profile there. The dispatcher rings up to PR_RING_PER_WAVE (4)
-phones per call where the floor rings one, so at N=500 the stand-in and the AGI server
-(whispers) carry four times the floor's load on the same two cores.
+BENCH_MODES (default ``floor,dispatcher,dispatchers x2``) picks the modes;
+BENCH_PROFILE=FILE runs the dispatcher under cProfile and writes its profile there (FILE.2 for
+the second of two); BENCH_PYSPY=DIR samples each dispatcher with py-spy (``pip install
+py-spy``) while the callers come, into DIR/<N>-<mode>-<i>.txt (collapsed stacks).
+
+The dispatcher rings up to PR_RING_PER_WAVE (4) phones per call where the floor rings one, so
+at N=500 the stand-in and the AGI server (whispers) carry four times the floor's load on the
+same two cores. The roster has enough responders for every caller's first wave at once
+(``--roster`` to change it).
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import dataclasses
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +83,10 @@ REDIS_DB = 12
 SECRET = "bench-secret-0123456789"
 TIME_SCALE = 0.01
 KEYS = "2 02121 2"
+FLOOR = "floor"
+MODES = ("floor", "dispatcher", "dispatchers x2")
+DISPATCHERS = {"dispatcher": 1, "dispatchers x2": 2}  # processes per mode
+STOP_S = 10.0  # a process that hasn't stopped by then is killed: the figures are taken
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,9 +179,11 @@ async def floor_client(settings, r: redis.Redis, stop: asyncio.Event) -> None:
 
 
 def real_roster_size(n: int, base: config.Settings) -> int:
-    """Enough responders for every caller's first wave at once (the stand-in mode's roster,
-    sized by its largest N, is that for every N but its last): how long a caller waits for a
-    free responder is the roster's doing, not the PBX's, and would swamp the comparison."""
+    """Enough responders for every caller's first wave at once: how long a caller waits for
+    a free responder is the roster's doing, not the dispatcher's or the PBX's, and would
+    swamp the comparison (with N + 20 responders and four phones a wave, three callers in
+    four at N=500 wait for earlier waves to end before anyone can ring for them; the floor
+    rings a phone of its own for each). ``--roster`` sets it, to see that case."""
     return max(1, base.ring_per_wave) * n + 20
 
 
@@ -202,21 +213,28 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
     env = {**env, "PR_AGI_PORT": str(agi_port), "PR_AMI_PORT": str(server.port),
            "PR_AMI_SECRET": SECRET}
     exe = [sys.executable, "-m", "peoples_response.cli"]
-    agi = subprocess.Popen([*exe, "agi"], env=env, stdout=subprocess.DEVNULL)
+    agi = subprocess.Popen([*exe, "agi"], env=env, stdout=subprocess.PIPE)
     procs = [agi]
     stop = asyncio.Event()
     floor_task = None
-    dispatcher = None
+    dispatchers: list[subprocess.Popen] = []
+    spies: list[subprocess.Popen] = []
     try:  # the processes end with the run, even a failed or interrupted one
-        await asyncio.sleep(1.5)
-        if mode == "dispatcher":
+        # Started, not a guess at how long starting takes (seconds on a busy machine).
+        await wait_ready(agi, b"FastAGI on", 60, "FastAGI server")
+        if mode != FLOOR:
             prof = os.environ.get("BENCH_PROFILE")
-            dexe = [sys.executable, "-m", "cProfile", "-o", prof, "-m", "peoples_response.cli"] \
-                if prof else exe
-            dispatcher = subprocess.Popen([*dexe, "dispatcher"], env=env, stdout=subprocess.DEVNULL)
-            procs.append(dispatcher)
-            await asyncio.sleep(2.5)
-            cpu0 = cpu_seconds(dispatcher.pid)
+            for i in range(DISPATCHERS[mode]):
+                dexe = [sys.executable, "-m", "cProfile", "-o", prof + (f".{i + 1}" if i else ""),
+                        "-m", "peoples_response.cli"] if prof else exe
+                dispatchers.append(subprocess.Popen([*dexe, "dispatcher"], env=env,
+                                                    stdout=subprocess.PIPE))
+            procs.extend(dispatchers)
+            for d in dispatchers:
+                await wait_ready(d, b"dispatcher: AMI", 60, "dispatcher")
+            await asyncio.sleep(1.0)  # its reconcile at start, then its loops
+            cpu0 = sum(cpu_seconds(d.pid) for d in dispatchers)
+            spies = py_spy(dispatchers, n, mode, min(60.0, 4.0 + n * 0.05))
         else:
             floor_task = asyncio.create_task(floor_client(settings, r, stop))
             await asyncio.sleep(0.3)
@@ -227,7 +245,8 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
         else:
             channels = await run_callers(pbx, n, wait_s=min(60.0, 4.0 + n * 0.05))
         wall = time.time() - started
-        cpu = cpu_seconds(dispatcher.pid) - cpu0 if dispatcher else float("nan")
+        # Summed over the dispatchers: what the line pays per call, however it is shared.
+        cpu = sum(cpu_seconds(d.pid) for d in dispatchers) - cpu0 if dispatchers else float("nan")
         row = figures(mode, n, wall, watch, call_times(r), cpu)
         stop.set()
         if floor_task:
@@ -236,12 +255,39 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
             await pbx.hangup(ch.name)
     finally:
         stop.set()
+        for spy in spies:  # they stop by themselves at the end of the callers' window
+            try:
+                spy.wait(15)
+            except subprocess.TimeoutExpired:
+                spy.kill()
         for p in procs:
             p.terminate()
-            p.wait(10)
+        for p in procs:
+            try:
+                p.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                print(f"{' '.join(p.args[-1:])} did not stop in {STOP_S:.0f} s; killed",
+                      file=sys.stderr)
+                p.kill()
+                p.wait()
         await server.close()
         await pbx.close()
     return row
+
+
+def py_spy(dispatchers: list[subprocess.Popen], n: int, mode: str,
+           seconds: float) -> list[subprocess.Popen]:
+    """With BENCH_PYSPY=DIR: py-spy sampling each dispatcher for ``seconds``."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    return [subprocess.Popen([spy, "record", "--pid", str(d.pid), "--duration",
+                              str(int(seconds)), "--rate", "250", "--format", "raw", "--nonblocking",
+                              "-o", f"{out}/{n}-{mode.replace(' ', '')}-{i + 1}.txt"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, d in enumerate(dispatchers)]
 
 
 def figures(mode: str, n: int, wall: float, watch: Watch, times: dict[str, dict[str, float]],
@@ -325,24 +371,47 @@ async def one_run_real(n: int, base: config.Settings, env: dict[str, str], tmp: 
 
 def print_row(n: int, row: dict) -> None:
     o, b = row["overhead"], row["bridge"]
-    print(f"{n:>5} {row['mode']:<11} {row['bridged']:>8} "
+    print(f"{n:>5} {row['mode']:<15} {row['bridged']:>8} "
           f"{pct(o, 50) * 1000:>14.1f} / {pct(o, 99) * 1000:>8.1f}    "
           f"{pct(b, 50) * 1000:>12.1f} / {pct(b, 99) * 1000:>8.1f}   "
           f"{row['cpu_per_call'] * 1000:>16.2f}")
     if row["planned"]:
         w = row["planned"]
-        print(f"{'':>5} {'':<11} {'':>8} of which queued->wave planned (Redis events): "
+        print(f"{'':>5} {'':<15} {'':>8} of which queued->wave planned (Redis events): "
               f"p50 {pct(w, 50) * 1000:.1f} / p99 {pct(w, 99) * 1000:.1f} ms")
     for issue in row.get("issues", []):
         print(f"{'':>5} {row['mode']}: !! {issue}")
 
 
-HEADER = (f"{'N':>5} {'mode':<11} {'bridged':>8} {'queued->originate p50/p99 ms':>30} "
+def print_ratios(n: int, rows: list[dict]) -> None:
+    """Each dispatcher mode against the floor of the same run: queued -> first Originate."""
+    floor = next((r for r in rows if r["mode"] == FLOOR and r["overhead"]), None)
+    if floor is None:
+        return
+    for row in rows:
+        if row is floor or not row["overhead"]:
+            continue
+        p50 = ratio(pct(row["overhead"], 50), pct(floor["overhead"], 50))
+        p99 = ratio(pct(row["overhead"], 99), pct(floor["overhead"], 99))
+        print(f"{n:>5} ratio {row['mode'] + '/floor':<21} queued->originate p50 {p50:6.2f}x, "
+              f"p99 {p99:6.2f}x;  dispatcher CPU {row['cpu_per_call'] * 1000:.2f} ms/call")
+
+
+HEADER = (f"{'N':>5} {'mode':<15} {'bridged':>8} {'queued->originate p50/p99 ms':>30} "
           f"{'accept->bridge p50/p99 ms':>27} {'dispatcher CPU ms/call':>23}")
 
 
 def ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+def bench_modes() -> list[str]:
+    """BENCH_MODES, comma-separated (default: all three)."""
+    wanted = [m.strip() for m in os.environ.get("BENCH_MODES", ",".join(MODES)).split(",")]
+    unknown = [m for m in wanted if m not in MODES]
+    if unknown:
+        raise SystemExit(f"BENCH_MODES: unknown {unknown}; known: {', '.join(MODES)}")
+    return wanted
 
 
 def main_real(sizes: list[int]) -> None:
@@ -399,6 +468,9 @@ def main() -> None:
     parser.add_argument("--sizes", default=None,
                         help="comma-separated N (default 1,50,500; --pbx real 1,50: bigger N, "
                              "up to about 500 (RTP ports), works but takes minutes)")
+    parser.add_argument("--roster", type=int, default=None,
+                        help="responders on call (stand-in; default: enough for every caller's "
+                             "first wave at once, PR_RING_PER_WAVE x the largest N + 20)")
     args = parser.parse_args()
     if args.pbx == "real":
         main_real([int(s) for s in (args.sizes or "1,50").split(",") if s.strip()])
@@ -409,19 +481,22 @@ def main() -> None:
                        wave_timeout_s=20.0)
     render_all(base, load_catalog())
     db.upgrade(base)
-    RosterStore(db.engine_for(base), base.timezone).replace_all(roster(max(sizes) + 20))
+    people = args.roster or real_roster_size(max(sizes), base)
+    RosterStore(db.engine_for(base), base.timezone).replace_all(roster(people))
     env = {**os.environ, "PR_VAR_DIR": str(tmp), "PR_REDIS_URL": base.effective_redis_url,
            "PR_LOG_LEVEL": "WARNING", "PR_WAVE_TIMEOUT_S": "20"}
-    print(HEADER)
+    modes = bench_modes()
+    print(HEADER, flush=True)
     for n in sizes:
-        modes = os.environ.get("BENCH_MODES", "floor,dispatcher").split(",")
         rows = [asyncio.run(one_run(n, mode, base, env)) for mode in modes]
         for row in rows:
             print_row(n, row)
-        if len(rows) == 2 and rows[0]["overhead"] and rows[1]["overhead"]:
-            floor, disp = rows
-            print(f"{'':>5} ratio dispatcher/floor, queued->originate p50: "
-                  f"{statistics.median(disp['overhead']) / statistics.median(floor['overhead']):.2f}x")
+        print_ratios(n, rows)
+        print(flush=True)
+    print(f"{people} responders on call, {base.ring_per_wave or 'all'} phones a wave. Dispatcher "
+          "CPU: /proc/<pid>/stat (10 ms ticks), summed over the dispatcher processes (two in "
+          "'dispatchers x2'), per call bridged. Ratios: against the floor of the same N in the "
+          "same run.")
     if not os.environ.get("BENCH_KEEP"):
         redis.Redis.from_url(base.effective_redis_url).flushdb()
 
