@@ -17,15 +17,17 @@ responders' phones in the world Asterisk on E.164 numbers through the direct tru
 (answering after 2 s, pressing 1 1.5 s into the whisper), and, in the same run, the same
 callers on the stand-in at time scale 1: the same figures for both, and real/stand-in.
 
-BENCH_MODES (default ``floor,dispatcher,dispatchers x2``) picks the modes;
+BENCH_MODES (default ``floor,dispatcher,dispatchers x2``) picks the modes; BENCH_REDIS_DB
+(default 12) the Redis database it flushes;
 BENCH_PROFILE=FILE runs the dispatcher under cProfile and writes its profile there (FILE.2 for
 the second of two); BENCH_PYSPY=DIR samples each dispatcher with py-spy (``pip install
-py-spy``) while the callers come, into DIR/<N>-<mode>-<i>.txt (collapsed stacks).
+py-spy``) while the callers come, into DIR/<N>-<mode>-<i>.txt (collapsed stacks, samples
+holding the GIL: where its CPU goes).
 
 The dispatcher rings up to PR_RING_PER_WAVE (4) phones per call where the floor rings one, so
 at N=500 the stand-in and the AGI server (whispers) carry four times the floor's load on the
-same two cores. The roster has enough responders for every caller's first wave at once
-(``--roster`` to change it).
+same two cores. The roster (``--roster``, default the largest N + 20) has fewer responders
+than four per caller at the largest N: those callers' first rings wait for free responders.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ from standin.caller import CallerScript  # noqa: E402
 from standin.phones import phones_for  # noqa: E402
 from standin.serve import build_pbx  # noqa: E402
 
-REDIS_DB = 12
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "12"))  # flushed: a database of its own
 SECRET = "bench-secret-0123456789"
 TIME_SCALE = 0.01
 KEYS = "2 02121 2"
@@ -179,11 +181,9 @@ async def floor_client(settings, r: redis.Redis, stop: asyncio.Event) -> None:
 
 
 def real_roster_size(n: int, base: config.Settings) -> int:
-    """Enough responders for every caller's first wave at once: how long a caller waits for
-    a free responder is the roster's doing, not the dispatcher's or the PBX's, and would
-    swamp the comparison (with N + 20 responders and four phones a wave, three callers in
-    four at N=500 wait for earlier waves to end before anyone can ring for them; the floor
-    rings a phone of its own for each). ``--roster`` sets it, to see that case."""
+    """Enough responders for every caller's first wave at once (the stand-in mode's roster,
+    sized by its largest N, is that for every N but its last): how long a caller waits for a
+    free responder is the roster's doing, not the PBX's, and would swamp the comparison."""
     return max(1, base.ring_per_wave) * n + 20
 
 
@@ -284,7 +284,8 @@ def py_spy(dispatchers: list[subprocess.Popen], n: int, mode: str,
     Path(out).mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     return [subprocess.Popen([spy, "record", "--pid", str(d.pid), "--duration",
-                              str(int(seconds)), "--rate", "250", "--format", "raw", "--nonblocking",
+                              str(int(seconds)), "--rate", "250", "--format", "raw", "--gil",
+                              "--nonblocking",
                               "-o", f"{out}/{n}-{mode.replace(' ', '')}-{i + 1}.txt"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i, d in enumerate(dispatchers)]
@@ -469,8 +470,7 @@ def main() -> None:
                         help="comma-separated N (default 1,50,500; --pbx real 1,50: bigger N, "
                              "up to about 500 (RTP ports), works but takes minutes)")
     parser.add_argument("--roster", type=int, default=None,
-                        help="responders on call (stand-in; default: enough for every caller's "
-                             "first wave at once, PR_RING_PER_WAVE x the largest N + 20)")
+                        help="responders on call (stand-in; default: the largest N + 20)")
     args = parser.parse_args()
     if args.pbx == "real":
         main_real([int(s) for s in (args.sizes or "1,50").split(",") if s.strip()])
@@ -481,7 +481,11 @@ def main() -> None:
                        wave_timeout_s=20.0)
     render_all(base, load_catalog())
     db.upgrade(base)
-    people = args.roster or real_roster_size(max(sizes), base)
+    # The largest N + 20: at N=500, with four phones a wave, most callers' first ring waits
+    # for earlier waves to end (the starving calls' turns, turns.py, are part of what is
+    # measured); enough for all at once (--roster 2020) loads the stand-in and the FastAGI
+    # server with 2,000 whispers at once, more than they carry on two cores.
+    people = args.roster or max(sizes) + 20
     RosterStore(db.engine_for(base), base.timezone).replace_all(roster(people))
     env = {**os.environ, "PR_VAR_DIR": str(tmp), "PR_REDIS_URL": base.effective_redis_url,
            "PR_LOG_LEVEL": "WARNING", "PR_WAVE_TIMEOUT_S": "20"}

@@ -26,7 +26,8 @@ police: see destinations.py). Within a wave, least recently offered first;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,14 +77,38 @@ def plan(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, Respond
          now: datetime, *, passed: Iterable[str] = (), wave_timeout_s: float = 20.0,
          max_per_wave: int | None = None, language_wait_s: float = 30.0,
          refuse: Callable[[str], str | None] = lambda _dest: None,
-         on_call: list[Responder] | None = None) -> list[Wave]:
+         on_call: list[Responder] | None = None, rest_at: float | None = None) -> list[Wave]:
     """The waves to ring, in order; empty waves are left out (numbers keep their meaning).
 
     ``on_call`` may be given when the caller already computed ``roster.on_call(now)``.
+    ``rest_at``: the epoch time a rest (``resting_until``, written by the real clock) is
+    judged at; ``now``'s by default. They differ when the clock is pinned (PR_CLOCK): ``now``
+    says whose shift it is, but a rest ends by the real clock, or a pinned clock earlier
+    than the real one would keep everyone who ever rested resting for good.
     """
+    return list(waves(call, roster, states, now, passed=passed, wave_timeout_s=wave_timeout_s,
+                      max_per_wave=max_per_wave, language_wait_s=language_wait_s,
+                      refuse=refuse, on_call=on_call, rest_at=rest_at))
+
+
+def next_wave(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, ResponderState],
+              now: datetime, after: int, **options: object) -> Wave | None:
+    """The first wave :func:`plan` gives numbered above ``after``, or None; the waves after it
+    aren't worked out (the dispatcher rings one wave at a time). ``options``: plan's."""
+    return next((w for w in waves(call, roster, states, now, **options)  # type: ignore[arg-type]
+                 if w.number > after), None)
+
+
+def waves(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, ResponderState],
+          now: datetime, *, passed: Iterable[str] = (), wave_timeout_s: float = 20.0,
+          max_per_wave: int | None = None, language_wait_s: float = 30.0,
+          refuse: Callable[[str], str | None] = lambda _dest: None,
+          on_call: list[Responder] | None = None, rest_at: float | None = None
+          ) -> Iterator[Wave]:
+    """:func:`plan`'s waves, one at a time (each is worked out only when asked for)."""
     passed = frozenset(passed)
     on_call = roster.on_call(now) if on_call is None else on_call
-    at = now.timestamp()
+    at = now.timestamp() if rest_at is None else rest_at
     used: set[str] = set()
 
     def eligible(r: Responder) -> bool:
@@ -94,11 +119,13 @@ def plan(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, Respond
         return call.language in r.languages
 
     def wave(number: int, label: str, people: Iterable[Responder]) -> Wave | None:
-        chosen = [r for r in people if eligible(r)]
-        chosen.sort(key=lambda r: (not speaks(r), states.get(r.id, FREE).last_offered_at or 0.0,
-                                   r.id))
-        if max_per_wave is not None:
-            chosen = chosen[:max_per_wave]
+        def order(r: Responder) -> tuple[bool, float, str]:
+            return not speaks(r), states.get(r.id, FREE).last_offered_at or 0.0, r.id
+
+        eligible_people = [r for r in people if eligible(r)]
+        # nsmallest(n) is sorted()[:n], without sorting a whole large roster for four.
+        chosen = sorted(eligible_people, key=order) if max_per_wave is None else \
+            heapq.nsmallest(max_per_wave, eligible_people, key=order)
         used.update(r.id for r in chosen)
         return Wave(number, label, tuple(chosen), wave_timeout_s) if chosen else None
 
@@ -111,23 +138,28 @@ def plan(call: CallToRoute, roster: RosterSnapshot, states: Mapping[str, Respond
     lang = call.language
     name = team.name if team else "no team"
 
+    # Each wave is worked out only once the ones before it are (``used`` carries over).
+    steps: list[Callable[[], Wave | None]] = []
     if call.waited_s < language_wait_s:
-        speakers = [
-            wave(1, f"{name}, speaks {lang}", [r for r in mine if speaks(r)]),
-            wave(2, f"adjacent teams, speak {lang}", [r for r in adjacent if speaks(r)]),
-            wave(3, f"citywide, speaks {lang}", [r for r in citywide if speaks(r)]),
-            wave(4, f"backup group, speaks {lang}", [r for r in backup if speaks(r)]),
+        steps += [
+            lambda: wave(1, f"{name}, speaks {lang}", [r for r in mine if speaks(r)]),
+            lambda: wave(2, f"adjacent teams, speak {lang}", [r for r in adjacent if speaks(r)]),
+            lambda: wave(3, f"citywide, speaks {lang}", [r for r in citywide if speaks(r)]),
+            lambda: wave(4, f"backup group, speaks {lang}", [r for r in backup if speaks(r)]),
         ]
         first = [r for r in mine if not speaks(r)]
     else:
         # The caller has waited long enough: speakers not rung yet ring together with the
         # first non-speakers (speakers first within the wave, when it is capped).
-        speakers = []
         first = [*(r for r in on_call if speaks(r)), *(r for r in mine if not speaks(r))]
-    everyone = [
-        wave(5, f"{name}, then anyone on call", first),
-        wave(6, f"adjacent teams, don't speak {lang}", [r for r in adjacent if not speaks(r)]),
-        wave(7, f"citywide, don't speak {lang}", [r for r in citywide if not speaks(r)]),
-        wave(8, f"backup group, don't speak {lang}", [r for r in backup if not speaks(r)]),
+    steps += [
+        lambda: wave(5, f"{name}, then anyone on call", first),
+        lambda: wave(6, f"adjacent teams, don't speak {lang}",
+                     [r for r in adjacent if not speaks(r)]),
+        lambda: wave(7, f"citywide, don't speak {lang}", [r for r in citywide if not speaks(r)]),
+        lambda: wave(8, f"backup group, don't speak {lang}", [r for r in backup if not speaks(r)]),
     ]
-    return [w for w in (*speakers, *everyone) if w is not None]
+    for step in steps:
+        w = step()
+        if w is not None:
+            yield w

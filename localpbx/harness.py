@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import secrets
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crisisline.nodes import qualify, split
 from localpbx.ami import AmiConnection, Message
 from localpbx.install import installed
 from localpbx.netns import PrivateNetwork
@@ -333,6 +335,7 @@ class RealLine:
         self.pbx_proc: AsteriskProcess | None = None
         self.world_proc: AsteriskProcess | None = None
         self.observer: AmiConnection | None = None
+        self.observers: dict[str, AmiConnection] = {}  # node -> observer (attach, on nodes)
         self.world_ami: AmiConnection | None = None
         self.pbx_events: list[Message] = []
         self._identifying: set[asyncio.Future] = set()
@@ -390,10 +393,18 @@ class RealLine:
         line.layout = line.world = None
         line.pbx_proc = line.world_proc = None
         line.pbx_events, line._identifying = [], set()
-        host, _, port = runtime["ami"].rpartition(":")
-        line.observer = await AmiConnection.connect(host, int(port), "pr-observer",
-                                                    runtime["observer_secret"])
-        line.observer.subscribers.append(line._on_pbx_event)
+        # Several nodes (`up --nodes N`): an observer on each, their channels named
+        # "<node>|<channel>" as the dispatcher and the call records name them.
+        nodes = dict(pair.split("=", 1) for pair in runtime.get("nodes", "").split(",")
+                     if "=" in pair) or {"": runtime["ami"]}
+        line.observers = {}
+        for node, address in nodes.items():
+            host, _, port = address.rpartition(":")
+            conn = await AmiConnection.connect(host, int(port), "pr-observer",
+                                               runtime["observer_secret"])
+            conn.subscribers.append(functools.partial(line._on_pbx_event, node=node))
+            line.observers[node] = conn
+        line.observer = next(iter(line.observers.values()))
         whost, _, wport = runtime["world_ami"].rpartition(":")
         line.world_ami = await AmiConnection.connect(whost, int(wport), "world",
                                                      runtime["world_secret"])
@@ -411,6 +422,18 @@ class RealLine:
                 return True
             await asyncio.sleep(0.2)
         return False
+
+    async def hangup_channel(self, ref: str) -> None:
+        """Hang up a PBX channel: ``<node>|<channel>`` on several nodes."""
+        node, channel = split(ref)
+        conn = self.observers.get(node, self.observer) if self.observers else self.observer
+        if conn is not None:
+            await conn.action({"Action": "Hangup", "Channel": channel})
+
+    async def close(self) -> None:
+        """Our AMI sessions (what `attach` opened)."""
+        for conn in {*self.observers.values(), self.observer, self.world_ami} - {None}:
+            await conn.close()
 
     async def stop(self) -> None:
         for conn in (self.observer, self.world_ami):
@@ -456,16 +479,17 @@ class RealLine:
                 call.trace.log.append(f"world originate failed: reason {e.get('Reason')}")
                 call.finished.set()
 
-    def _on_pbx_event(self, e: Message) -> None:
+    def _on_pbx_event(self, e: Message, node: str = "") -> None:
         self.pbx_events.append(e)
-        channel = e.get("Channel", "")
+        channel = qualify(node, e.get("Channel", "")) if node and e.get("Channel") else \
+            e.get("Channel", "")
         call = self.by_channel.get(channel)
         if call is not None:
             call.on_pbx_event(e)
             if e.get("Event") == "Hangup":
                 self.by_channel.pop(channel, None)
             return
-        if e.get("Event") == "Newchannel" and channel.startswith("PJSIP/") and \
+        if e.get("Event") == "Newchannel" and split(channel)[1].startswith("PJSIP/") and \
                 e.get("Context", "").startswith("from-"):
             self._early[channel] = [e]
             task = asyncio.ensure_future(self._identify(channel))
@@ -476,10 +500,12 @@ class RealLine:
 
     async def _identify(self, channel: str) -> None:
         """Which of our callers a new PBX channel is (its X-PR-Sim header)."""
-        assert self.observer is not None
+        node, bare = split(channel)
+        observer = self.observers.get(node, self.observer) if self.observers else self.observer
+        assert observer is not None
         try:
-            reply = await self.observer.action({"Action": "Getvar", "Channel": channel,
-                                                "Variable": "PJSIP_HEADER(read,X-PR-Sim)"})
+            reply = await observer.action({"Action": "Getvar", "Channel": bare,
+                                           "Variable": "PJSIP_HEADER(read,X-PR-Sim)"})
         except Exception:
             self._early.pop(channel, None)
             return

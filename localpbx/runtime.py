@@ -43,18 +43,28 @@ class LocalPbx:
 
     def wait_booted(self, which: str, timeout: float = 30) -> bool:
         conf = self.pbx.conf if which == "asterisk" else self.world.conf
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                out = subprocess.run([str(self.install / "sbin" / "asterisk"), "-C", str(conf),
-                                      "-rx", "core waitfullybooted"], capture_output=True,
-                                     text=True, timeout=5).stdout
-            except subprocess.TimeoutExpired:
-                out = ""
-            if "fully booted" in out.lower():
-                return True
-            time.sleep(0.2)
-        return False
+        return wait_fully_booted(self.install, conf, timeout)
+
+    def wait_started(self, timeout: float = 30) -> str | None:
+        """Both Asterisks fully booted; the name of the first that didn't, or None."""
+        return next((which for which in ("asterisk", "world")
+                     if not self.wait_booted(which, timeout)), None)
+
+
+def wait_fully_booted(install: Path, conf: Path, timeout: float = 30) -> bool:
+    """Until the Asterisk of ``conf`` says it is fully booted (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            out = subprocess.run([str(install / "sbin" / "asterisk"), "-C", str(conf),
+                                  "-rx", "core waitfullybooted"], capture_output=True,
+                                 text=True, timeout=5).stdout
+        except subprocess.TimeoutExpired:
+            out = ""
+        if "fully booted" in out.lower():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def prepare(*, var: Path, prompts: Path, prompts_name: str, agi_url: str, ami_secret: str,

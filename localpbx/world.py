@@ -131,14 +131,16 @@ type = aor
 contact = sip:{pbx}
 """
 
-PJSIP_DESK = """
+PJSIP_DESK_AUTH = """
 [desk-auth]
 type = auth
 auth_type = userpass
 username = fallback-desk
 password = {secret}
+"""
 
-[fallback-desk]
+PJSIP_DESK = """
+[{name}]
 type = registration
 transport = transport-phones
 outbound_auth = desk-auth
@@ -259,13 +261,15 @@ class WorldLayout:
 def render_world(*, install: Path, state: Path, pbx_host: str, pbx_sip_port: int,
                  secret: str, desk_secret: str | None, sounds: Path,
                  ami_host: str = "127.0.0.1", ami_peer: str = "127.0.0.1",
-                 trunk_target: str | None = None, pbx_match: str | None = None) -> WorldLayout:
+                 trunk_target: str | None = None, pbx_match: str | None = None,
+                 desk_on: list[str] | None = None) -> WorldLayout:
     """Write the world's configuration; the fallback desk registers only with a secret.
     ``ami_host``/``ami_peer``: where its AMI listens and the one address it lets in (the
     namespace's side and ours, when it runs in a private network namespace).
     ``trunk_target``: ``host:port`` the trunks send their calls to when that is not the PBX
     (a SIP proxy in front of several nodes); ``pbx_match``: the addresses the PBX's own
-    calls come from when more than ``pbx_host`` (several nodes, comma-separated)."""
+    calls come from when more than ``pbx_host`` (several nodes, comma-separated);
+    ``desk_on``: every ``host:port`` the fallback desk registers with (each node rings it)."""
     state = state.resolve()
     prepare_state(install, state, sounds, "peoples-response")
     etc = state / "etc"
@@ -279,7 +283,10 @@ def render_world(*, install: Path, state: Path, pbx_host: str, pbx_sip_port: int
         pjsip += PJSIP_TRUNK.format(name=name, address=address, port=port,
                                     pbx=trunk_target or pbx)
     if desk_secret:
-        pjsip += PJSIP_DESK.format(secret=desk_secret, pbx=pbx)
+        pjsip += PJSIP_DESK_AUTH.format(secret=desk_secret)
+        for n, target in enumerate(desk_on or [pbx]):
+            pjsip += PJSIP_DESK.format(name="fallback-desk" if n == 0 else f"fallback-desk-{n + 1}",
+                                       pbx=target)
     files = {
         "asterisk.conf": ASTERISK_CONF.format(etc=etc, install=install, state=state),
         "modules.conf": MODULES_CONF, "logger.conf": LOGGER_CONF,

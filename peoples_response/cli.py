@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                            '"1 2 6175550199# 1": another number, a message may be left)')
     call.add_argument("--responders-after-callback", default="", metavar="BEHAVIOUR",
                       help="the responder phones' behaviour once a callback is requested "
-                           "(until then --responders applies)")
+                           "(with --leave-after-callback: once the caller has left; until "
+                           "then --responders applies)")
     call.add_argument("--callback-answer", choices=sorted(CALLBACK_ANSWERS), default="answer",
                       help="what the caller's phone does when the line calls back")
     call.add_argument("--leave-after-callback", action="store_true",

@@ -136,6 +136,16 @@ class Talk:
         return False
 
 
+def switch_due(record: dict[str, str], args: argparse.Namespace) -> bool:
+    """Whether --responders-after-callback applies now: once the callback is requested, or
+    with --leave-after-callback once the caller has left (else a phone answering while they
+    confirm takes the call there and then, and no callback is ever made)."""
+    state = record.get("cb_state") or ""
+    if getattr(args, "leave_after_callback", False):
+        return state not in ("", "requested")
+    return bool(state)
+
+
 def follow_limit(settings: Settings) -> float:
     """How long simulate follows a callback request after its caller hung up."""
     per_attempt = settings.callback_retry_s + settings.callback_ring_s + settings.wave_timeout_s * 4
@@ -212,8 +222,8 @@ async def simulate_standin(settings: Settings, runtime: dict[str, str], args: ar
                                 and m.get("Channel") == placed
                                 and m.get("Variable") == "PR_CALL_ID" and m.get("Value")), None)
             record = read_record(client, call_id) if call_id else {}
-            if args.responders_after_callback and not switched and record.get("cb_state"):
-                switched = True  # a callback was requested: from now on the phones do this
+            if args.responders_after_callback and not switched and switch_due(record, args):
+                switched = True  # from now on the phones do this
                 ami.send(_phones(args.responders_after_callback, called_back))
             if call_id and talk.due(call_id, loop.time()):
                 # The caller's channel now: the one that called in, or the one called back.
@@ -243,6 +253,10 @@ async def simulate_real(settings: Settings, runtime: dict[str, str], args: argpa
     from localpbx.runtime import DEFAULT_PHONE, DESK_PHONE
     from peoples_response.cli import CALLBACK_ANSWERS
 
+    if getattr(args, "node", ""):
+        # Behind Kamailio, the proxy chooses (the record's pbx_node says which it chose).
+        raise SystemExit("simulate: --node places a call on a stand-in node; the real "
+                         "nodes of `up --nodes N` get their calls from Kamailio")
     script = script_from_args(args, settings)
     script.stay_s = None
     line = await RealLine.attach(runtime, settings.prompts_path, settings.asterisk_prompts_path)
@@ -265,14 +279,14 @@ async def simulate_real(settings: Settings, runtime: dict[str, str], args: argpa
             await asyncio.sleep(0.1)
             call_id = call.trace.variables.get("PR_CALL_ID")
             record = read_record(client, call_id) if call_id else {}
-            if args.responders_after_callback and not switched and record.get("cb_state"):
+            if args.responders_after_callback and not switched and switch_due(record, args):
                 switched = True
                 await set_phones(args.responders_after_callback)
             if call_id and talk.due(call_id, loop.time()):
                 why = "after talking" if talk.talk_until else "after --stay"
-                if call.finished.is_set() and record.get("channel") and line.observer is not None:
+                if call.finished.is_set() and record.get("channel"):
                     # The caller called back: their new channel is the one to end.
-                    await line.observer.action({"Action": "Hangup", "Channel": record["channel"]})
+                    await line.hangup_channel(record["channel"])
                 else:
                     await call.hangup(why)
                 talk.talk_until = talk.stay = float("inf")
@@ -290,9 +304,7 @@ async def simulate_real(settings: Settings, runtime: dict[str, str], args: argpa
     finally:
         if phones_set or args.responders_after_callback:
             await line.set_phones(DEFAULT_PHONE, {"fallback-desk": DESK_PHONE})
-        for conn in (line.observer, line.world_ami):
-            if conn is not None:
-                await conn.close()
+        await line.close()
 
 
 def _responder_table(spec: str, settings: Settings) -> tuple[str, dict[str, str]]:

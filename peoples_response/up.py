@@ -177,11 +177,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         prompts_cmd.render_missing(settings)
     mode = pbx_mode(settings)
     count = int(getattr(args, "nodes", 1) or 1)
-    if count > 1 and mode != "standin":
-        # The real nodes behind Kamailio run in tests/test_kamailio.py; `up` can't yet.
-        raise SystemExit("peoples-response up: --nodes runs stand-in nodes: set "
-                         "PR_ASTERISK=standin (several real Asterisk nodes behind Kamailio "
-                         "are not started by `up` yet: docs/kamailio.md)")
+    if count > 1 and mode == "external":
+        raise SystemExit("peoples-response up: --nodes starts its own PBX nodes; with "
+                         "PR_ASTERISK=external, list yours in PR_PBX_NODES instead")
     redis_url, redis_proc = _start_redis(settings, logs)
     env = {**os.environ, "PR_VAR_DIR": str(settings.var_path)}
     if not settings.redis_sentinels:
@@ -193,7 +191,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     env.update(standin_env(settings))  # the provider stand-in's address, account and token
     local = None
-    if mode == "real":
+    if mode == "real" and count == 1:
         from localpbx.runtime import NotInstalled, prepare
 
         try:
@@ -207,9 +205,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     node_parts: list[Part] = []
     node_info: dict[str, str] = {}
     if count > 1:
+        from localpbx.runtime import NotInstalled
         from peoples_response.up_nodes import plan
 
-        node_parts, node_info = plan(settings, exe, count, Part)
+        try:
+            node_parts, node_info, local = plan(settings, exe, count, Part, mode,
+                                                env.get("PR_AMI_SECRET", ""))
+        except NotInstalled as exc:
+            raise SystemExit(f"peoples-response up: {exc}") from None
     parts = parts_for(settings, exe, mode, local, node_parts)
     stopping = False
 
@@ -225,10 +228,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         assert parts[0].proc is not None
         _wait_port(settings.agi_host, settings.agi_port, parts[0].proc, "agi")
         if local is not None:
-            for which in ("asterisk", "world"):
-                if not local.wait_booted(which):
-                    raise SystemExit(f"peoples-response up: the {which} Asterisk did not "
-                                     f"start; see {logs / (which + '.log')}")
+            failed = local.wait_started()  # type: ignore[attr-defined]
+            if failed:
+                raise SystemExit(f"peoples-response up: the {failed} Asterisk did not "
+                                 f"start; see {logs / (failed + '.log')}")
             from localpbx.runtime import set_default_phones
 
             set_default_phones(local.world)
@@ -255,7 +258,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     pbx = {"real": "Asterisk 22 (real)", "standin": "the Asterisk stand-in",
            "external": "an external Asterisk"}[mode]
     if count > 1:
-        pbx = f"{count} stand-in nodes ({node_info['nodes']}), FastAGI {node_info['agi_servers']}"
+        kind = "real Asterisk nodes behind Kamailio " + info["proxy"] if mode == "real" \
+            else "stand-in nodes"
+        pbx = f"{count} {kind} ({node_info['nodes']}), FastAGI {node_info['agi_servers']}"
     print(f"People's Response is up: PBX {pbx}, FastAGI {settings.agi_host}:{settings.agi_port}, "
           f"panel http://{settings.web_host}:{settings.web_port}/, Redis {redis_url}, "
           f"logs in {logs}", flush=True)

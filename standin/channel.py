@@ -258,6 +258,10 @@ class Channel:
         if func == "SHARED":
             target = self.lookup(argv[1]) if len(argv) > 1 and argv[1] else self
             return target.shared.get(argv[0], "") if target is not None else ""
+        if func == "IMPORT":  # func_logic: another channel's variable, "" without it
+            target = self.lookup(argv[0]) if argv and argv[0] else None
+            return (target.get_variable(argv[1]) or "") if target is not None and \
+                len(argv) > 1 else ""
         if func == "CUT":
             return _cut(self.get_variable(argv[0]) or "", argv[1] if len(argv) > 1 else "-",
                         argv[2] if len(argv) > 2 else "1")

@@ -91,8 +91,14 @@ async def test_responder_first_then_the_caller_from_the_line_number(live_setting
         assert dialled[0]["CallerIDNum"] == system.settings.line_number
         room = system.pbx.rooms.get(f"call-{call_id}", [])
         assert len(room) == 2 and any("direct-trunk" in c.name for c in room)
+        # Talking with the caller, Ana is on this call: no other caller is offered to her.
+        ana = system.db.client.hgetall("pr:responder:ana")
+        assert ana.get("on_call_with") == call_id, ana
         for ch in room:
             await system.pbx.hangup(ch.name)
+        # The call over, she is free again (after her wrap-up).
+        assert await wait_for(lambda: not system.db.client.hget("pr:responder:ana",
+                                                                "on_call_with"))
         assert caller.trace.prompts  # (the original caller had hung up long before)
 
 

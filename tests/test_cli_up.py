@@ -230,3 +230,43 @@ def test_up_with_two_nodes_connects_each_caller_on_their_own_node(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_up_with_two_real_nodes_behind_kamailio(tmp_path):
+    """`up --nodes 2` where the real Asterisk and Kamailio are installed: two real nodes on
+    their own loopback addresses behind Kamailio, which spreads the world's calls over them;
+    each caller reaches a person on the node Kamailio chose, and Ctrl-C stops every part."""
+    from localpbx import kamailio
+    from localpbx.install import installed
+
+    if installed() is None or kamailio.binary() is None:
+        pytest.fail("needs the real Asterisk and Debian's kamailio (scripts/setup)")
+    env = up_env(tmp_path, PR_ASTERISK="auto", PR_WAVE_TIMEOUT_S="8")
+    proc, log = start_up(env, tmp_path / "up.log", 180, "--nodes", "2")
+    try:
+        log.seek(0)
+        assert "2 real Asterisk nodes behind Kamailio 127.0.0.10:" in log.read()
+        calls = [simulate(env, "--keys", keys, "--responders", "answer:2", "--talk", "1")
+                 for keys in ("2 02121 2", "1 02121 2")]
+        assert [(c["outcome"], c["language"]) for c in calls] == [("bridged", "es"),
+                                                                   ("bridged", "en")]
+        # Round robin: one caller on each node, each record saying which.
+        assert sorted(c["pbx_node"] for c in calls) == ["a", "b"]
+        bad = subprocess.run([*CLI, "simulate", "call", "--node", "a"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode != 0 and "Kamailio" in bad.stderr
+        runtime = json.loads((tmp_path / "var" / "run" / "up.json").read_text())
+        assert runtime["nodes"].startswith("a=127.0.0.11:") and ",b=127.0.0.12:" in runtime["nodes"]
+        pids = [int(p.read_text().split()[0]) for p in (tmp_path / "var" / "asterisk").glob(
+            "*/run/asterisk.pid") if p.read_text().strip()]
+        assert len(pids) == 3  # the two nodes and the world
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        assert subprocess.run(["pgrep", "-f", str(tmp_path / "var" / "kamailio")],
+                              capture_output=True).returncode == 1  # Kamailio is gone too
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -95,3 +95,117 @@ async def test_a_caller_who_just_hung_up_is_left_to_their_own_hang_up_report(set
         assert (await d._hash(call_id))["state"] == "ended"
     finally:
         await d.redis.aclose()
+
+
+class Nodes(Listing):
+    """Two nodes; ``unseen``: those the listing could not ask (PbxNodes.listing_nodes)."""
+
+    def __init__(self, uniqueids: list[str], unseen: set[str]) -> None:
+        super().__init__(uniqueids)
+        self.unseen = unseen
+        self.gateways = {"pbx1": object(), "pbx2": object()}
+
+    async def listing_nodes(self, action: dict, event: str):
+        return await self.listing(action, event), set(self.unseen)
+
+
+async def test_a_node_that_cannot_be_asked_keeps_its_calls_and_the_others_are_judged(settings):
+    d = Dispatcher(settings, Nodes([], {"pbx2"}))
+    try:
+        on_one = await a_bridged_call(d, "ana", time.time() - 60)
+        on_two = await a_bridged_call(d, "ben", time.time() - 60)
+        await d.redis.hset(call_key(on_one), "pbx_node", "pbx1")
+        await d.redis.hset(call_key(on_two), "pbx_node", "pbx2")
+        reconciler = Reconciler(d)  # type: ignore[arg-type]
+        await reconciler.once()
+        for missing in reconciler._missing:
+            reconciler._missing[missing] -= 10
+        await reconciler.once()
+        # pbx1 listed neither caller nor leg: its call ended and Ana is free. pbx2 couldn't
+        # be asked: Ben's call (maybe well) goes on, and he stays with it.
+        assert (await d._hash(on_one))["state"] == "ended"
+        assert await d.redis.hget(responder_key("ana"), "on_call_with") == b""
+        assert (await d._hash(on_two))["state"] == "bridged"
+        assert await d.redis.hget(responder_key("ben"), "on_call_with") == on_two.encode()
+        # Neither node answering: nothing is judged at all.
+        d.ami.unseen = {"pbx1", "pbx2"}
+        assert await reconciler.once() == {}
+    finally:
+        await d.redis.aclose()
+
+
+async def test_a_taken_callback_request_that_never_started_is_offered_again(settings):
+    d = Dispatcher(settings, Listing([]))
+    try:
+        call = Call(new_call_id(), Source.DIRECT, "es", 2, created_at=time.time() - 120)
+        await d.calls.create(call)
+        await d.redis.hset(call_key(call.id), mapping={
+            "state": "bridged", "cb_state": "pending", "accepted_by": "ana",
+            "accepted_at": f"{time.time() - 30:.3f}", "queue_score": "2000", "owner": "d1"})
+        await d.redis.hset(responder_key("ana"), "on_call_with", call.id)
+        assert (await Reconciler(d).once())["ended"] == 1  # type: ignore[arg-type]
+        data = await d._hash(call.id)
+        # Back in the queue at its own place, for anyone; Ana (her leg long gone) is free.
+        assert data["state"] == "waiting" and data["accepted_by"] == "" and data["owner"] == ""
+        assert data["cb_state"] == "pending"
+        assert await d.redis.zscore("pr:queue", call.id) == 2000
+        assert await d.redis.hget(responder_key("ana"), "on_call_with") == b""
+    finally:
+        await d.redis.aclose()
+
+
+async def test_a_stale_listing_never_frees_someone_rung_for_another_call_meanwhile(settings):
+    d = Dispatcher(settings, Listing([]))
+    try:
+        old = Call(new_call_id(), Source.DIRECT, "es", 2, created_at=time.time() - 120)
+        await d.calls.create(old)
+        await d.redis.hset(call_key(old.id), mapping={"state": "dispatching",
+                                                      "wave_started_at": f"{time.time() - 60:.3f}"})
+        await d.redis.hset(responder_key("ana"), mapping={
+            "ringing_for": old.id, "last_offered_at": f"{time.time() - 60:.3f}"})
+        await d.redis.hset("pr:offers:" + old.id, "ana", "ringing:1")
+        reconciler = Reconciler(d)  # type: ignore[arg-type]
+        real = reconciler._responder_states
+
+        async def then_rung_elsewhere():
+            states = await real()  # read while she rang for the old call...
+            await d.redis.hset(responder_key("ana"), "ringing_for", "newer")  # ...now another
+            return states
+
+        reconciler._responder_states = then_rung_elsewhere  # type: ignore[method-assign]
+        await reconciler.once()
+        # The old offer ended; her ringing for the newer call stands.
+        assert (await d.redis.hget("pr:offers:" + old.id, "ana")).startswith(b"passed")
+        assert await d.redis.hget(responder_key("ana"), "ringing_for") == b"newer"
+    finally:
+        await d.redis.aclose()
+
+
+async def test_a_responder_the_pbx_shows_talking_is_busy_again_after_a_lost_write(settings):
+    """A Redis failover can lose the last writes: a responder who took a call a moment before
+    the primary died may be free in Redis while talking in the call's room. The PBX's listing
+    puts them back on that call, so nobody rings them for another (found by bench/soak.py)."""
+    d = Dispatcher(settings, Listing([]))
+    try:
+        call_id = await a_bridged_call(d, "ana", time.time() - 60)
+        await d.redis.hset(responder_key("ana"), "on_call_with", "")  # the lost write
+        await d.redis.hset(responder_key("ben"), mapping={"on_call_with": "",
+                                                          "resting_until": f"{time.time() + 60}"})
+        d.ami.uniqueids = [f"caller-{call_id}"]
+
+        async def listing(action, event):
+            return [{"Uniqueid": f"caller-{call_id}", "Channel": "PJSIP/x-1",
+                     "Context": "pr-waiting", "Application": "ConfBridge"},
+                    {"Uniqueid": f"pr-{call_id}-0-1-ana", "Channel": "PJSIP/ana-2",
+                     "Context": "pr-responder", "Application": "ConfBridge"},
+                    # Ben left another room after the listing was taken: left alone.
+                    {"Uniqueid": f"pr-{call_id}-0-1-ben", "Channel": "PJSIP/ben-3",
+                     "Context": "pr-responder", "Application": "ConfBridge"}]
+
+        d.ami.listing = listing  # type: ignore[method-assign]
+        counts = await Reconciler(d).once()  # type: ignore[arg-type]
+        assert counts["busy"] == 1
+        assert await d.redis.hget(responder_key("ana"), "on_call_with") == call_id.encode()
+        assert await d.redis.hget(responder_key("ben"), "on_call_with") == b""
+    finally:
+        await d.redis.aclose()

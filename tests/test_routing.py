@@ -184,3 +184,20 @@ def test_the_example_rosters_spanish_caller_in_dorchester_at_night_and_by_day(at
     speaks = ["es" in x.languages for x in order]
     assert speaks == sorted(speaks, reverse=True)
     assert any(not s_ for s_ in speaks)  # the others are rung too, after every speaker
+
+
+def test_a_rest_ends_by_the_real_clock_when_the_hour_is_pinned():
+    """PR_CLOCK pins whose shift it is (here a Thursday afternoon long past); a responder's
+    wrap-up rest was written by the real clock, and ends by it. Judged by the pinned hour,
+    a rest that ended in real time would never end (found when the real date passed a
+    test's pinned one)."""
+    call = CallToRoute("c1", "es", "Dorchester", 0)
+    real_now = NOW.timestamp() + 10 * 86400  # the real clock, days after the pinned hour
+    rested = {p.id: ResponderState(resting_until=real_now - 5) for p in PEOPLE}
+    everyone = {p.id for w in plan(call, roster(), {}, NOW) for p in w.responders}
+    assert everyone
+    after_rest = {p.id for w in plan(call, roster(), rested, NOW, rest_at=real_now)
+                  for p in w.responders}
+    assert after_rest == everyone
+    still = {p.id: ResponderState(resting_until=real_now + 5) for p in PEOPLE}
+    assert plan(call, roster(), still, NOW, rest_at=real_now) == []

@@ -105,8 +105,11 @@ SCENARIOS = [
     Scenario("no_fastagi_server", fault="agi_down",
              expect={"outcome": "fallback", "queued": False}),
     # With no FastAGI server no whisper can run, so no responder can take the call: the
-    # first responder's phone that answers says so, and the caller goes to the desk.
+    # first responder's phone that answers says so, and the caller goes to the desk. (The
+    # phones answer after the server is killed: the dispatcher rings within milliseconds of
+    # the queue, before the test, polling, has seen the call queued.)
     Scenario("fastagi_killed_after_the_call_was_queued", fault="agi_killed_after_queue",
+             default_phone="answer:10",
              expect={"outcome": "fallback", "fallback_answered": True, "language": "es"}),
     # Two FastAGI servers configured, the first one down (connection refused): the dialplan
     # runs the whole call on the second, the caller never noticing ([pr-agi]).

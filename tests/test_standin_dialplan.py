@@ -265,3 +265,49 @@ def test_expressions(expr: str, value: str) -> None:
 def test_separate_args_respects_parens_and_quotes() -> None:
     assert separate_args("a,Set(X=1,2),\"c,d\"") == ["a", "Set(X=1,2)", "c,d"]
     assert separate_args("$[1]?Set(A=b:c)", "?", remove_chars=False) == ["$[1]", "Set(A=b:c)"]
+
+
+@pytest.mark.parametrize("record_says, moved", [("42", True), ("77", False)])
+def test_a_responder_who_accepts_moves_only_their_own_caller(tmp_path: Path, record_says: str,
+                                                             moved: bool) -> None:
+    """The whisper names the caller's channel from the call's record. After Asterisk restarts,
+    channel names start again from 00000001: a call whose caller died with the old process
+    names a channel that now belongs to someone else. Only a channel whose PR_CALL_ID is the
+    call's own is moved; a stranger stays where they are and the responder's leg ends (found
+    by bench/soak.py: a node restarted, a responder "bridged" with a stranger's call)."""
+    async def whisper_accepts(env: dict[str, str], send) -> None:
+        if env["agi_network_script"].startswith("intake"):
+            await queue_call(env, send)
+        elif env["agi_network_script"].startswith("whisper"):
+            await send("SET VARIABLE PR_CALLER_CHANNEL " + caller.name)
+            await send("SET VARIABLE PR_CONNECT pr-connect")
+            await send("SET VARIABLE PR_ACCEPTED 1")
+
+    async def main():
+        nonlocal caller
+        async with IvrServer(whisper_accepts) as ivr:
+            pbx = make_pbx(tmp_path, ivr.port)
+            placing = asyncio.ensure_future(pbx.place_call("from-988", "6175550100",
+                                                           CallerScript(stay_s=5)))
+            while not pbx.rooms.get("call-42"):
+                await asyncio.sleep(0.01)
+            caller = next(c for c in pbx.channels.values())
+            leg = await pbx.start_call("pr-responder", "s", CallerScript(),
+                                       endpoint="responder", tech="PJSIP")
+            leg.set_variable("PR_CALL_ID", record_says)
+            leg.set_variable("PR_RESPONDER", "ana")
+            for _ in range(300):
+                if caller.context != "pr-waiting" or leg.name not in pbx.channels:
+                    break
+                await asyncio.sleep(0.01)
+            where, leg_up = caller.context, leg.name in pbx.channels
+            await pbx.hangup(caller.name)
+            await placing
+            return where, leg_up
+
+    caller = None
+    where, leg_up = asyncio.run(main())
+    if moved:
+        assert where == "pr-connect"
+    else:
+        assert where == "pr-waiting" and not leg_up

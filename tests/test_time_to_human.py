@@ -45,8 +45,9 @@ async def test_a_prompt_caller_is_rung_before_the_consent_question_ends(live_set
         caller = await system.call("2 02121 -")
         call_id = await system.wait_call_id(caller)
         assert await until(lambda: "offer_ringing" in kinds(system, call_id))
-        # Where the caller was when the first phone rang: still answering questions.
-        assert system.db.call(call_id)["step"] in ("promise", "consent")
+        # Where the caller was when the first phone rang: still answering questions (the
+        # dispatcher can ring before the IVR has moved on from the ZIP it was queued at).
+        assert system.db.call(call_id)["step"] in ("zip", "promise", "consent")
         assert await until(lambda: "intake_done" in kinds(system, call_id))
         events = kinds(system, call_id)
         assert events.index("offer_ringing") < events.index("intake_done")
@@ -125,7 +126,9 @@ async def test_a_transfer_with_language_and_zip_rings_before_its_promise_ends(li
             "TRANSFER_LANGUAGE": "es", "TRANSFER_ZIP": "02121"})
         call_id = await system.wait_call_id(caller)
         assert await until(lambda: "offer_ringing" in kinds(system, call_id))
-        assert system.db.call(call_id)["step"] == "transfer_promise"
+        # Rung while the promise plays, or before it began (the call is queued on answer,
+        # and the dispatcher can ring before the IVR has written its next step).
+        assert system.db.call(call_id)["step"] in ("answer", "transfer_promise")
         assert names(caller.trace)[0] == "transfer_promise"
         await system.pbx.hangup(caller.name)
 

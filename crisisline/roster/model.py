@@ -169,7 +169,17 @@ class RosterSnapshot:
         if at.tzinfo is None:
             # A naive time would silently mean the server's zone; refuse instead.
             raise ValueError("on_call needs an aware datetime")
-        on = {s.responder_id for s in self.shifts if s.covers(at, self._zone)}
+        # Whether a shift covers ``at`` depends only on its day and times: worked out once
+        # per distinct (weekday, start, end), not once per shift (thousands on a big roster).
+        covers: dict[tuple[int, time, time], bool] = {}
+        on = set()
+        for s in self.shifts:
+            key = (s.weekday, s.start, s.end)
+            hit = covers.get(key)
+            if hit is None:
+                hit = covers[key] = s.covers(at, self._zone)
+            if hit:
+                on.add(s.responder_id)
         off: set[str] = set()
         for o in self.overrides:
             if not o.covers(at):

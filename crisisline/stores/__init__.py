@@ -10,6 +10,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
@@ -61,6 +62,12 @@ class SentinelTarget:
         return {"db": self.db, "username": self.username, "password": self.password}
 
 
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool, waiting for a free connection as the plain path's does: redis-py's
+    own raises MaxConnectionsError at once past max_connections, which at 500 callers made
+    a burst of steps fail (and send callers to the fallback group) behind Sentinel only."""
+
+
 def async_redis(url: str) -> Redis:
     """A pooled client that survives Redis restarting: a pooled connection the restart left
     stale is retried on a fresh one at once, instead of failing the caller's next step
@@ -72,7 +79,8 @@ def async_redis(url: str) -> Redis:
         sentinel = AsyncSentinel(list(target.sentinels), socket_timeout=2,
                                  socket_connect_timeout=2)
         return sentinel.master_for(
-            target.service, max_connections=MAX_CONNECTIONS, socket_timeout=5,
+            target.service, connection_pool_class=BlockingSentinelPool,
+            max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, socket_timeout=5,
             socket_connect_timeout=3, health_check_interval=5,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 6),
             retry_on_error=[RedisConnectionError, RedisTimeoutError, ReadOnlyError],

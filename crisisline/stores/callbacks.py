@@ -69,20 +69,21 @@ _FINISH = """
 if redis.call('HGET', KEYS[1], 'cb_state') ~= 'calling' then return 0 end
 if redis.call('HGET', KEYS[1], 'cb_attempts') ~= ARGV[2] then return 0 end
 local rid = redis.call('HGET', KEYS[1], 'accepted_by') or ''
-if rid ~= '' then
-  local rkey = ARGV[8] .. 'responder:' .. rid
-  if redis.call('HGET', rkey, 'on_call_with') == ARGV[1] then
-    redis.call('HSET', rkey, 'on_call_with', '', 'ringing_for', '')
-  end
-end
 if ARGV[3] == 'message_left' then redis.call('HSET', KEYS[1], 'cb_message_left', '1') end
 if ARGV[4] == 'done' and ARGV[5] == 'bridged' then
+  -- The responder is talking with the caller now: still on this call (freed when it ends).
   redis.call('HSET', KEYS[1], 'cb_state', 'done', 'cb_outcome', 'bridged', 'cb_result', ARGV[3],
              'cb_done_at', ARGV[7])
   if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', '200000', '*', 'type', 'callback_answered',
              'call_id', ARGV[1], 'at', ARGV[7], 'attempt', ARGV[2], 'responder', rid)
   return 1
+end
+if rid ~= '' then
+  local rkey = ARGV[8] .. 'responder:' .. rid
+  if redis.call('HGET', rkey, 'on_call_with') == ARGV[1] then
+    redis.call('HSET', rkey, 'on_call_with', '', 'ringing_for', '')
+  end
 end
 redis.call('DEL', KEYS[8])
 local cycle = tonumber(redis.call('HGET', KEYS[1], 'cycle') or '0') + 1
@@ -198,6 +199,30 @@ return 1
 """
 
 
+# A pending request some responder "accepted" without an attempt starting (their whisper saw
+# the caller still on the line a moment before they left, or the leg went): nobody will ever
+# dial it. It is offered again from its own place. KEYS: call hash, queue, claimed, later,
+# events; ARGV: call id, responder, now, prefix. Returns 1 when it was put back.
+_UNSTICK = """
+if redis.call('HGET', KEYS[1], 'cb_state') ~= 'pending' then return 0 end
+if redis.call('HGET', KEYS[1], 'accepted_by') ~= ARGV[2] or ARGV[2] == '' then return 0 end
+local rkey = ARGV[4] .. 'responder:' .. ARGV[2]
+if redis.call('HGET', rkey, 'on_call_with') == ARGV[1] then
+  redis.call('HSET', rkey, 'on_call_with', '', 'ringing_for', '')
+end
+local cycle = tonumber(redis.call('HGET', KEYS[1], 'cycle') or '0') + 1
+redis.call('HSET', KEYS[1], 'state', 'waiting', 'accepted_by', '', 'accepted_at', '', 'owner', '',
+           'cycle', cycle, 'wave', 0)
+redis.call('DEL', ARGV[4] .. 'offers:' .. ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if not redis.call('ZSCORE', KEYS[4], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'queue_score') or ARGV[3], ARGV[1])
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', '200000', '*', 'type', 'requeued', 'call_id', ARGV[1],
+           'at', ARGV[3], 'reason', 'callback_not_started', 'responder', ARGV[2])
+return 1
+"""
+
 class CallbackStore:
     """Async adapter; one per process."""
 
@@ -211,6 +236,7 @@ class CallbackStore:
         self._cancel = redis.register_script(_CANCEL)
         self._close = redis.register_script(_CLOSE)
         self._after_fallback = redis.register_script(_AFTER_FALLBACK)
+        self._unstick = redis.register_script(_UNSTICK)
 
     async def request(self, call_id: str, answers: cb.SafetyAnswers) -> str | None:
         """Record the request; returns the call that holds the open request for that number
@@ -277,6 +303,11 @@ class CallbackStore:
                 await self.redis.zscore(LATER, call_id) is None:
             return False
         return call_id in await self.release_due()
+
+    async def unstick(self, call_id: str, rid: str) -> bool:
+        """A pending request taken by ``rid`` whose attempt never started: offered again."""
+        return bool(await self._unstick(keys=[call_key(call_id), QUEUE, CLAIMED, LATER, EVENTS],
+                                        args=[call_id, rid, f"{time.time():.3f}", PREFIX]))
 
     async def fields(self, call_id: str) -> dict[str, Any]:
         raw = await self.redis.hgetall(call_key(call_id))

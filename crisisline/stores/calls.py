@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from crisisline.call import Call, State
 
@@ -41,17 +42,30 @@ def queue_score(priority: int, arrival: float) -> float:
     return priority * 1e13 + int(arrival * 1000)
 
 
-# KEYS: queue, claimed, events; ARGV: prefix, owner, lease deadline, now
+def event_body(call_id: str, type_: str, **fields: Any) -> dict[str, str]:
+    """An entry of the event stream (what :meth:`CallStore.event` writes)."""
+    body = {"type": type_, "call_id": call_id, "at": f"{time.time():.3f}"}
+    body.update({k: "" if v is None else str(v) for k, v in fields.items()})
+    return body
+
+
+# The most urgent ARGV[5] waiting calls (at least one), in queue order: each id and its
+# hash as taken. KEYS: queue, claimed, events; ARGV: prefix, owner, lease deadline, now, how many
 _CLAIM = """
-local popped = redis.call('ZPOPMIN', KEYS[1])
+local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[5]) or 1)
 if #popped == 0 then return false end
-local id, score = popped[1], popped[2]
-local key = ARGV[1] .. 'call:' .. id
-redis.call('ZADD', KEYS[2], ARGV[3], id)
-redis.call('HSET', key, 'state', 'dispatching', 'owner', ARGV[2], 'queue_score', score)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', 'claimed', 'call_id', id,
-           'at', ARGV[4], 'owner', ARGV[2])
-return {id, score}
+local out = {}
+for i = 1, #popped, 2 do
+  local id, score = popped[i], popped[i + 1]
+  local key = ARGV[1] .. 'call:' .. id
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+  redis.call('HSET', key, 'state', 'dispatching', 'owner', ARGV[2], 'queue_score', score)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', 'claimed', 'call_id', id,
+             'at', ARGV[4], 'owner', ARGV[2])
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGETALL', key)
+end
+return out
 """
 
 # Leave the queue and any lease, but only while the call is still live (not already ended).
@@ -103,6 +117,29 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', '200000', '*', 'type', ARGV[6], 'call
 return 1
 """
 
+# A wave was rung: its fields and its event, but only while the call is live (a call that
+# ended meanwhile is never brought back to "dispatching" by a copy read before it ended).
+# KEYS: call hash, events; ARGV: call id, wave, cycle, started at, label, responders
+_WAVE_STARTED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'waiting' and state ~= 'dispatching' then return 0 end
+local used = tonumber(redis.call('HGET', KEYS[1], 'waves_used') or '0') or 0
+if tonumber(ARGV[2]) > used then used = tonumber(ARGV[2]) end
+redis.call('HSET', KEYS[1], 'state', 'dispatching', 'wave', ARGV[2], 'cycle', ARGV[3],
+           'wave_started_at', ARGV[4], 'waves_used', used)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '200000', '*', 'type', 'wave_started',
+           'call_id', ARGV[1], 'at', ARGV[4], 'wave', ARGV[2], 'cycle', ARGV[3],
+           'label', ARGV[5], 'responders', ARGV[6])
+return 1
+"""
+
+# KEYS: call hash, claimed; ARGV: owner, lease deadline, call id
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3])
+return 1
+"""
+
 # Put leases that ran out back in the queue at their original place. KEYS: claimed, queue, events
 _REQUEUE = """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
@@ -141,12 +178,13 @@ class CallStore:
         self._claim = redis.register_script(_CLAIM)
         self._end = redis.register_script(_END)
         self._requeue = redis.register_script(_REQUEUE)
+        self._renew = redis.register_script(_RENEW)
+        self.wave_started_script = redis.register_script(_WAVE_STARTED)
         self._update = redis.register_script(_UPDATE)
 
     async def event(self, call_id: str, type_: str, **fields: Any) -> None:
-        body = {"type": type_, "call_id": call_id, "at": f"{time.time():.3f}"}
-        body.update({k: "" if v is None else str(v) for k, v in fields.items()})
-        await self.redis.xadd(EVENTS, body, maxlen=EVENTS_MAXLEN, approximate=True)
+        await self.redis.xadd(EVENTS, event_body(call_id, type_, **fields),  # type: ignore[arg-type]
+                              maxlen=EVENTS_MAXLEN, approximate=True)
 
     async def create(self, call: Call) -> None:
         """The call exists (the IVR answered); it is not waiting yet."""
@@ -201,13 +239,53 @@ class CallStore:
 
     async def claim_next(self, owner: str, lease_s: float) -> str | None:
         """Atomically take the most urgent waiting call, or None."""
+        got = await self.claim(owner, lease_s, 1)
+        return got[0][0] if got else None
+
+    async def claim(self, owner: str, lease_s: float,
+                    count: int) -> list[tuple[str, dict[str, str]]]:
+        """Atomically take up to ``count`` of the most urgent waiting calls, in queue order,
+        each with its hash as taken (a burst of callers costs a round trip per batch, not
+        two per call)."""
         now = time.time()
         got = await self._claim(keys=[QUEUE, CLAIMED, EVENTS],
-                                args=[PREFIX, owner, f"{now + lease_s:.3f}", f"{now:.3f}"])
-        return got[0].decode() if got else None
+                                args=[PREFIX, owner, f"{now + lease_s:.3f}", f"{now:.3f}",
+                                      str(max(1, count))])
+        out = []
+        for call_id, flat in zip(got[::2], got[1::2], strict=True) if got else ():
+            fields = [v.decode() for v in flat]
+            out.append((call_id.decode(), dict(zip(fields[::2], fields[1::2], strict=True))))
+        return out
 
     async def renew(self, call_id: str, lease_s: float) -> None:
         await self.redis.zadd(CLAIMED, {call_id: time.time() + lease_s}, xx=True)
+
+    async def renew_if_owner(self, call_id: str, owner: str, lease_s: float) -> bool:
+        """Renew the lease if ``owner`` still holds the call (one round trip); False when
+        another dispatcher does now."""
+        return bool(await self._renew(keys=[call_key(call_id), CLAIMED],
+                                      args=[owner, f"{time.time() + lease_s:.3f}", call_id]))
+
+    async def renew_and_read(self, call_id: str, owner: str, lease_s: float,
+                             also: str | None = None
+                             ) -> tuple[bool, dict[str, str], dict[str, str]]:
+        """:meth:`renew_if_owner`, the call's hash and (``also``) another hash of it, in one
+        round trip: (still ours, call, other)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._renew.sha, 2, call_key(call_id), CLAIMED, owner,
+                         f"{time.time() + lease_s:.3f}", call_id)
+            pipe.hgetall(call_key(call_id))
+            if also:
+                pipe.hgetall(also)
+            got = await pipe.execute(raise_on_error=False)
+        if isinstance(got[0], NoScriptError):  # Redis restarted: the script loads on its own
+            got[0] = await self.renew_if_owner(call_id, owner, lease_s)
+        for g in got:
+            if isinstance(g, Exception):
+                raise g
+        other = got[2] if also else {}
+        return (bool(got[0]), {k.decode(): v.decode() for k, v in got[1].items()},
+                {k.decode(): v.decode() for k, v in other.items()})
 
     async def requeue_expired(self) -> list[str]:
         now = time.time()

@@ -19,12 +19,66 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
 
 from crisisline.config import Settings
 
 log = logging.getLogger(__name__)
 EventHandler = Callable[[dict[str, str]], Awaitable[None]]
 EVENT_CLASSES = "call,user,system"
+# The events the handlers read (watch.py): the others (Newstate, DialBegin, NewCallerid...)
+# are dropped before they cost a dict and a task each (a few per leg, at 500 callers
+# thousands a minute).
+HANDLED_EVENTS = frozenset({"Newchannel", "Hangup", "ConfbridgeJoin", "ConfbridgeLeave",
+                            "ConfbridgeEnd", "UserEvent", "DialEnd"})
+# Events handled at once, at most (the others wait their turn, in order): 500 callers joining
+# their rooms together were 500 Redis reads at once, more than the connection pool holds.
+HANDLING = 64
+
+
+# Events panoramisk itself needs whatever the handlers read (its own login and shutdown).
+PANORAMISK_EVENTS = frozenset({"FullyBooted", "Shutdown"})
+EOL2 = "\r\n\r\n"
+
+
+class _Protocol(AMIProtocol):
+    """panoramisk's protocol, dropping the events no handler reads before they are parsed:
+    most of what Asterisk sends about calls (Newstate, DialBegin...) would otherwise cost a
+    Message each, a tenth of the dispatcher's CPU at 500 callers. An event with an ActionID
+    is an action's answer (list items, OriginateResponse): always parsed. The rest is
+    panoramisk 1.4's own data_received."""
+
+    def data_received(self, data: bytes) -> None:
+        gateway = getattr(self.factory, "pr_gateway", None)
+        wanted = gateway.events if gateway is not None else None
+        if wanted is None or self.version is None or getattr(self.factory, "save_stream", None):
+            super().data_received(data)
+            return
+        text = data.decode(getattr(self, "encoding", "ascii"), "ignore")
+        if self.queue:
+            text = self.queue.popleft() + text
+        blocks = text.split(EOL2)
+        self.queue.append(blocks.pop(-1))
+        for block in blocks:
+            block = block.strip()
+            if block.startswith("Event: "):
+                name = block[7:block.find("\r\n")] if "\r\n" in block else block[7:]
+                if name not in wanted and name not in PANORAMISK_EVENTS and \
+                        "\r\nActionID: " not in block:
+                    continue
+            message = Message.from_line(block)
+            if message is not None:
+                self.handle_message(message)
+
+
+def _as_dict(message: Any) -> dict[str, str]:
+    """A panoramisk Message as a plain dict (its own mapping protocol is slow: a generator
+    and a lower() per key)."""
+    store = getattr(message, "_store", None)  # CaseInsensitiveDict: lower -> (key, value)
+    if isinstance(store, dict):
+        return {str(k): v if type(v) is str else str(v) for k, v in store.values()}
+    return {str(k): str(v) for k, v in dict(message).items()}
 
 
 SUPERVISOR_PREFIX = "prs-"  # a supervisor's leg into a call's room
@@ -62,6 +116,8 @@ class AmiGateway:
         self.settings = settings
         self.manager: Manager | None = None
         self.handlers: list[EventHandler] = []
+        self.events: frozenset[str] | None = HANDLED_EVENTS  # None: every event
+        self._handling = asyncio.Semaphore(HANDLING)
         self.originate_results: list[Callable[[str, dict[str, str]], Awaitable[None]]] = []
         self._pending: set[asyncio.Task] = set()
         # Since when this AMI session has heard every event (None: not logged in now). What
@@ -75,7 +131,9 @@ class AmiGateway:
         self.manager = Manager(host=s.ami_host, port=s.ami_port, username=s.ami_user,
                                secret=s.ami_secret, ping_delay=5, reconnect_timeout=1,
                                events=EVENT_CLASSES, on_login=self._logged_in,
-                               on_disconnect=self._lost, loop=asyncio.get_running_loop())
+                               on_disconnect=self._lost, loop=asyncio.get_running_loop(),
+                               protocol_factory=_Protocol)
+        self.manager.pr_gateway = self  # type: ignore[attr-defined]  # its events (_Protocol)
         self.manager.register_event("*", self._on_event)
         await self.manager.connect()
         log.info("AMI connected to %s:%d", s.ami_host, s.ami_port)
@@ -92,13 +150,23 @@ class AmiGateway:
         for task in list(self._pending):
             task.cancel()
 
-    async def _on_event(self, _manager: Manager, message: Any) -> None:
-        event = {str(k): str(v) for k, v in dict(message).items()}
-        for handler in self.handlers:
-            try:
-                await handler(event)
-            except Exception:
-                log.exception("AMI event handler failed on %s", event.get("Event"))
+    def _on_event(self, _manager: Manager, message: Any) -> Awaitable[None] | None:
+        """panoramisk runs what this returns as a task: nothing at all for an event no
+        handler reads."""
+        if self.events is not None:
+            store = getattr(message, "_store", None)
+            name = store.get("event", ("", ""))[1] if isinstance(store, dict) else message.get("Event")
+            if name not in self.events:
+                return None
+        return self._handle(_as_dict(message))
+
+    async def _handle(self, event: dict[str, str]) -> None:
+        async with self._handling:
+            for handler in self.handlers:
+                try:
+                    await handler(event)
+                except Exception:
+                    log.exception("AMI event handler failed on %s", event.get("Event"))
 
     async def action(self, action: dict[str, Any]) -> dict[str, str]:
         assert self.manager is not None

@@ -22,46 +22,41 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
+from typing import Any
 
 from crisisline import clock, destinations
 from crisisline.call import Source
 from crisisline.config import Settings
 from crisisline.roster.model import Responder, RosterSnapshot
-from crisisline.routing import CallToRoute, ResponderState, Wave, plan
 from crisisline.stores.callbacks import CallbackStore
 from crisisline.stores.calls import CLAIMED, EVENTS, CallStore, call_key
-from crisisline.stores.offers import OfferStore, in_whisper, offered_key
+from crisisline.stores.offers import OfferStore, offers_key
 from workers.dispatcher.ami import AmiGateway, leg_id
 from workers.dispatcher.ends import CallEnds
 from workers.dispatcher.interpreter import Interpreters
 from workers.dispatcher.texts import TextOffers
 from workers.dispatcher.turns import Turns
+from workers.dispatcher.waiting import LIVE, CallWaits
 from workers.dispatcher.watch import CallWatch
+from workers.dispatcher.waves import PlanJob, Planned, WavePlanner
 
 log = logging.getLogger(__name__)
 LEASE_S = 15.0
-POLL_S = 0.5
-BUSY_RETRY_S = 0.5
-LIVE = {"waiting", "dispatching"}
+BUSY_RETRY_S = 0.5  # how often starving calls look again without a nudge (resting ends)
 # Events after which a responder may be free again (starving calls look at once).
 PREVIOUS_TASK_S = 5.0  # a call's finishing task, waited for before a new one works it
 FREEING = {b"offer_passed", b"caller_hung_up", b"call_ended", b"responder_left", b"fallback",
            b"callback_attempt_failed", b"callback_failed", b"callback_cancelled"}
+# Events a call's own task wrote, or that change nothing it looks at: they don't wake it (a
+# wave of four phones alone was five needless re-reads of the call per wave).
+QUIET = {b"offer_ringing", b"wave_started", b"wave_timeout", b"waves_exhausted", b"claimed"}
+CLAIM_BATCH = 20  # calls taken from the queue per round trip
+HOUSEKEEPING_S = 0.2  # leases run out and callbacks come due: looked at this often
 
 
-async def _first(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
-    """Until either event is set, at most ``timeout`` seconds."""
-    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-
-
-class Dispatcher(CallEnds):
+class Dispatcher(CallEnds, CallWaits):
     def __init__(self, settings: Settings, calls: CallStore, offers: OfferStore, ami: AmiGateway,
                  roster: Callable[[], RosterSnapshot], name: str | None = None,
                  lease_s: float = LEASE_S) -> None:
@@ -74,14 +69,23 @@ class Dispatcher(CallEnds):
         self.lease_s = lease_s
         self.tasks: dict[str, asyncio.Task] = {}
         self.wake = asyncio.Event()
-        # Per-call wake-ups from the event stream, so waiting for a wave costs no polling.
+        # Per-call wake-ups from the event stream, so waiting for a wave costs no polling;
+        # ``changed``: calls an event came for since their task last read them (a wake-up
+        # from a tick alone needs no new read).
         self.waiters: dict[str, asyncio.Event] = {}
-        self._on_call_cache: tuple[object, list] = (None, [])
+        self.changed: set[str] = set()
+        self.renewed: dict[str, float] = {}  # call id -> when its lease was last renewed
+        self.claimed: dict[str, dict[str, str]] = {}  # call id -> its hash as claimed
+        self._background: set[asyncio.Task] = set()
         self.interpreters = Interpreters(self)
         self.watch = CallWatch(self)
         self.texts = TextOffers(self)  # text conversations: offers by link, not phone legs
         self.callbacks = CallbackStore(calls.redis)
-        self.turns = Turns(BUSY_RETRY_S)  # free responders go to the most urgent call first
+        self.waves = WavePlanner(self)
+        # Free responders go to the most urgent call first; calls plan in batches.
+        self.turns: Turns[PlanJob, Planned] = Turns(BUSY_RETRY_S, self.waves.plan_batch,
+                                                    won=lambda planned: planned[0] is not None)
+        self.turns.on_won = self._wake
 
     @property
     def redis(self):
@@ -99,17 +103,35 @@ class Dispatcher(CallEnds):
                 last = "$"  # a Redis that came back empty has a new stream
                 await asyncio.sleep(1)
                 continue
+            freeing = False
             for _, entries in got or []:
                 for eid, body in entries:
                     last = eid
                     kind = body.get(b"type")
                     if kind in (b"queued", b"requeued"):
                         self.wake.set()
-                    elif kind in FREEING and self.turns.starving:
-                        self.turns.nudge()
-                    waiter = self.waiters.get((body.get(b"call_id") or b"").decode())
+                    elif kind in FREEING:
+                        freeing = True
+                    if kind in QUIET:
+                        continue
+                    call_id = (body.get(b"call_id") or b"").decode()
+                    waiter = self.waiters.get(call_id)
                     if waiter is not None:
+                        self.changed.add(call_id)
                         waiter.set()
+            if freeing and self.turns.starving:
+                self.turns.nudge()  # once per read: a burst of passes is one look, not hundreds
+
+    def _wake(self, call_id: str) -> None:
+        """A batch rang for the parked call: its task goes on."""
+        waiter = self.waiters.get(call_id)
+        if waiter is not None:
+            waiter.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take calls until ``stop`` is set."""
@@ -123,30 +145,37 @@ class Dispatcher(CallEnds):
             ticker.cancel()
 
     async def _take_calls(self, stop: asyncio.Event) -> None:
+        housekept = 0.0
         while not stop.is_set():
             try:
-                await self.calls.requeue_expired()
-                await self.callbacks.release_due()
-                call_id = await self.calls.claim_next(self.name, self.lease_s)
+                if time.monotonic() - housekept >= HOUSEKEEPING_S:
+                    housekept = time.monotonic()
+                    await self.calls.requeue_expired()
+                    await self.callbacks.release_due()
+                self.wake.clear()
+                claimed = await self.calls.claim(self.name, self.lease_s, CLAIM_BATCH)
             except Exception as exc:
                 log.warning("%s: Redis unavailable (%s); retrying", self.name, exc)
                 await asyncio.sleep(1)
                 continue
-            if call_id is None:
-                self.wake.clear()
+            if not claimed:
                 try:
-                    await asyncio.wait_for(self.wake.wait(), 0.2)
+                    await asyncio.wait_for(self.wake.wait(), HOUSEKEEPING_S)
                 except TimeoutError:
                     pass
                 continue
-            # A call can come back to us while its previous task is still finishing (it
-            # handed the call back, then logs and returns): the new one waits for it, and only
-            # a task's own entry is removed when it ends, so stopping cancels every one.
-            previous = self.tasks.get(call_id)
-            task = asyncio.create_task(self._dispatch_after(previous, call_id),
-                                       name=f"call {call_id}")
-            self.tasks[call_id] = task
-            task.add_done_callback(self._forget_task)
+            for call_id, data in claimed:
+                # A call can come back to us while its previous task is still finishing (it
+                # handed the call back, then logs and returns): the new one waits for it, and
+                # only a task's own entry is removed when it ends, so stopping cancels every one.
+                previous = self.tasks.get(call_id)
+                if previous is None:
+                    self.claimed[call_id] = data  # read in the claim; one waiting reads again
+                task = asyncio.create_task(self._dispatch_after(previous, call_id),
+                                           name=f"call {call_id}")
+                self.tasks[call_id] = task
+                task.add_done_callback(self._forget_task)
+            await asyncio.sleep(0)  # the claimed calls' tasks start before the next claim
         for task in list(self.tasks.values()):
             task.cancel()
 
@@ -178,12 +207,23 @@ class Dispatcher(CallEnds):
         raw = await self.redis.hgetall(call_key(call_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    async def _call_and_offers(self, call_id: str,
+                               offers: bool) -> tuple[dict[str, str], dict[str, str]]:
+        """The call's hash and (with ``offers``) its offers: one round trip."""
+        if not offers:
+            return await self._hash(call_id), {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(call_key(call_id))
+            pipe.hgetall(offers_key(call_id))
+            raw, raw_offers = await pipe.execute()
+        return ({k.decode(): v.decode() for k, v in raw.items()},
+                {k.decode(): v.decode() for k, v in raw_offers.items()})
+
     async def _still_mine(self, call_id: str) -> bool:
         """Renew the lease; False when another dispatcher owns the call now."""
-        owner = await self.calls.field(call_id, "owner")
-        if owner != self.name:
+        if not await self.calls.renew_if_owner(call_id, self.name, self.lease_s):
             return False
-        await self.calls.renew(call_id, self.lease_s)
+        self.renewed[call_id] = time.monotonic()
         return True
 
     async def attend(self, data: dict[str, str]) -> float:
@@ -195,50 +235,20 @@ class Dispatcher(CallEnds):
             await self.ami.setvar(channel, "PR_ATTENDED_UNTIL", str(until))
         return time.monotonic() + unattended / 3
 
+    def attend_soon(self, data: dict[str, str]) -> float:
+        """:meth:`attend` in the background: an AMI round trip is no reason to ring later
+        (the caller has unattended_s before the dialplan stops waiting for us)."""
+        self._spawn(self.attend(data))
+        return time.monotonic() + float(self.settings.unattended_s) / 3
+
     def _now(self) -> datetime:
         return clock.now(self.settings.timezone, self.settings.clock)
-
-    def _on_call(self, roster: RosterSnapshot, now: datetime) -> list[Responder]:
-        """Who is on call, worked out once a minute per roster (shifts are in minutes)."""
-        key = (id(roster), now.replace(second=0, microsecond=0))
-        if self._on_call_cache[0] != key:
-            self._on_call_cache = (key, roster.on_call(now))
-        return self._on_call_cache[1]
-
-    async def _states(self, people: list[Responder]) -> dict[str, ResponderState]:
-        raw = await self.offers.states([r.id for r in people])
-
-        def number(value: str | None) -> float | None:
-            return float(value) if value else None
-
-        return {rid: ResponderState(on_call_with=row.get("on_call_with") or None,
-                                    ringing_for=row.get("ringing_for") or None,
-                                    last_offered_at=number(row.get("last_offered_at")),
-                                    resting_until=number(row.get("resting_until")))
-                for rid, row in raw.items()}
 
     def _wave_timeout(self, data: dict[str, str]) -> float:
         """A text offer is read on a phone's browser: its waves last longer."""
         if data.get("source") == Source.TEXT:
             return self.settings.text_wave_timeout_s
         return self.settings.wave_timeout_s
-
-    async def next_wave(self, call_id: str, data: dict[str, str], cycle: int,
-                        last_wave: int) -> Wave | None:
-        roster = self.roster()
-        now = self._now()
-        on_call = self._on_call(roster, now)
-        passed = {m.decode() for m in await self.redis.smembers(offered_key(call_id, cycle))}
-        # Speakers get language_wait_s of ringing to themselves, counted from the queue.
-        waited = time.time() - float(data.get("queued_at") or data.get("created_at") or time.time())
-        waves = plan(CallToRoute(call_id, data.get("language", "en"),
-                                 data.get("neighborhood") or None, waited),
-                     roster, await self._states(on_call), now, passed=passed, on_call=on_call,
-                     wave_timeout_s=self._wave_timeout(data),
-                     max_per_wave=self.settings.ring_per_wave or None,
-                     language_wait_s=self.settings.language_wait_s,
-                     refuse=lambda d: destinations.refusal(d, self.settings))
-        return next((w for w in waves if w.number > last_wave), None)
 
     async def dispatch(self, call_id: str) -> None:
         try:
@@ -251,13 +261,19 @@ class Dispatcher(CallEnds):
             await self.calls.requeue_expired()
         finally:
             self.waiters.pop(call_id, None)
-            self.turns.starving.pop(call_id, None)
+            self.changed.discard(call_id)
+            self.renewed.pop(call_id, None)
+            self.claimed.pop(call_id, None)
+            self.turns.forget(call_id)
 
     async def _dispatch(self, call_id: str) -> None:
-        data = await self._hash(call_id)
+        data = self.claimed.pop(call_id, None) or await self._hash(call_id)
         if data.get("state") not in LIVE:
             await self.redis.zrem(CLAIMED, call_id)
             return
+        if data.get("owner") != self.name:
+            return  # another dispatcher took it back meanwhile (its lease had run out)
+        self.renewed[call_id] = time.monotonic()  # the claim a moment ago set the lease
         cycle = int(data.get("cycle") or 0)
         last_wave = int(data.get("wave") or 0)
         # The longest wait counts from the queue: the search itself is what it bounds. A text
@@ -266,13 +282,16 @@ class Dispatcher(CallEnds):
                         or data.get("created_at") or time.time())
         if self._may_have_missed_events(data) and not await self._caller_still_waiting(call_id, data):
             return
-        attend_at = await self.attend(data)
+        attend_at = self.attend_soon(data)
         cycle_started, rung_in_cycle = time.time(), 0
         score = float(data.get("queue_score") or time.time() * 1000)
+        fresh = True  # ``data`` was just read and the lease just taken: no need to look again
         while True:
-            if not await self._still_mine(call_id):
-                return
-            data = await self._hash(call_id)
+            if not fresh:
+                if not await self._still_mine(call_id):
+                    return
+                data = await self._hash(call_id)
+            fresh = False
             if data.get("accepted_by"):
                 await self.connect(call_id, data)
                 return
@@ -280,24 +299,29 @@ class Dispatcher(CallEnds):
                 await self.cancel_legs(call_id)
                 return
             if time.monotonic() >= attend_at:
-                attend_at = await self.attend(data)
+                attend_at = self.attend_soon(data)
             if time.time() - started > self.settings.max_wait_s:
                 if await self.give_up(call_id, data):
                     return
                 started = time.time()
-            async with self.turns.turn(call_id, score):
-                wave, rung, last_wave = await self._plan_and_ring(call_id, data, cycle, last_wave)
-            if wave is None:
+            planned = await self.turns.take(call_id, score, PlanJob(call_id, data, cycle, last_wave))
+            if planned[0] is None and not rung_in_cycle and \
+                    time.time() - cycle_started < self.settings.wave_timeout_s:
                 # Everyone who could take it is on a call, resting or ringing for another
-                # caller: starving, it looks again with the others, in queue order (turns.py).
-                self.turns.starving[call_id] = score
-                if not rung_in_cycle and time.time() - cycle_started < self.settings.wave_timeout_s:
-                    outcome, attend_at = await self._wait_wave(call_id, [], BUSY_RETRY_S, attend_at,
-                                                               tick=self.turns.tick)
+                # caller: starving, it waits for a batch to ring for it (turns.py).
+                outcome, attend_at, data, won = await self._starve(
+                    call_id, score, data, cycle, attend_at,
+                    min(cycle_started + self.settings.wave_timeout_s,
+                        started + self.settings.max_wait_s))
+                last_wave = 0
+                if won is None:
                     if outcome == "lost":
                         return
-                    last_wave = 0
+                    fresh = outcome == "event"  # (read just now)
                     continue
+                planned = won
+            wave, rung, last_wave = planned
+            if wave is None:
                 await self.calls.event(call_id, "waves_exhausted", cycle=cycle)
                 if not data.get("callback_offered") and data.get("ivr_done") == "1":
                     await self.offer_callback(call_id, data)
@@ -306,61 +330,28 @@ class Dispatcher(CallEnds):
                 cycle_started, rung_in_cycle = time.time(), 0
                 await self.redis.hset(call_key(call_id), mapping={"cycle": cycle, "wave": 0})
                 # Nobody to ring right now: wait a little before planning again.
-                outcome, attend_at = await self._wait_wave(
-                    call_id, [], min(self.settings.wave_timeout_s, 5.0), attend_at,
-                    tick=self.turns.tick)
-                if outcome == "lost":
-                    return
-                continue
+                outcome, attend_at, data, won = await self._starve(
+                    call_id, score, data, cycle, attend_at,
+                    min(time.time() + min(self.settings.wave_timeout_s, 5.0),
+                        started + self.settings.max_wait_s))
+                if won is None:
+                    if outcome == "lost":
+                        return
+                    continue
+                wave, rung, last_wave = won
             self.turns.starving.pop(call_id, None)
             rung_in_cycle += len(rung)
-            outcome, attend_at = await self._wait_wave(call_id, rung, wave.timeout_s, attend_at)
+            outcome, attend_at, data = await self._wait_wave(call_id, rung, wave.timeout_s,
+                                                             attend_at)
             if outcome == "lost":
                 return
             if outcome == "accepted":
-                await self.connect(call_id, await self._hash(call_id))
+                await self.connect(call_id, data)
                 return
             if outcome == "gone":
                 await self.cancel_legs(call_id)
                 return
-            await self.end_wave(call_id, wave, cycle)
-
-    async def _plan_and_ring(self, call_id: str, data: dict[str, str], cycle: int,
-                             last_wave: int) -> tuple[Wave | None, list[str], int]:
-        """The next wave with anyone free to ring, rung: (wave, who, its number); (None, [],
-        last_wave) when nobody can be rung now. Waves whose people all became busy meanwhile
-        are skipped at once."""
-        while True:
-            wave = await self.next_wave(call_id, data, cycle, last_wave)
-            if wave is None:
-                return None, [], last_wave
-            last_wave = wave.number
-            rung = await self.ring_wave(call_id, data, wave, cycle)
-            if rung:
-                return wave, rung, last_wave
-
-    async def ring_wave(self, call_id: str, data: dict[str, str], wave: Wave,
-                        cycle: int) -> list[str]:
-        """Ring whoever of the wave is still free; [] when no one is."""
-        chosen = []
-        for responder in wave.responders:
-            if destinations.refusal(responder.phone, self.settings):
-                continue  # belt and braces: plan() already refused it
-            if await self.offers.ring(call_id, responder.id, wave.number, cycle):
-                chosen.append(responder)
-        if not chosen:
-            return []
-        await self.redis.hset(call_key(call_id), mapping={
-            "state": "dispatching", "wave": wave.number, "cycle": cycle,
-            "wave_started_at": f"{time.time():.3f}",
-            "waves_used": max(int(data.get("waves_used") or 0), wave.number)})
-        await self.calls.event(call_id, "wave_started", wave=wave.number, cycle=cycle,
-                               label=wave.label, responders=",".join(r.id for r in chosen))
-        language = data.get("language", "en")
-        for responder in chosen:
-            self.ring(call_id, responder, cycle, wave.number, language in responder.languages,
-                      wave.timeout_s, source=data.get("source", ""))
-        return [r.id for r in chosen]
+            await self.end_wave(call_id, wave, cycle, data.get("source", ""))
 
     def ring(self, call_id: str, responder: Responder, cycle: int, wave: int, speaks: bool,
              timeout_s: float, source: str = "") -> None:
@@ -376,55 +367,3 @@ class Dispatcher(CallEnds):
 
     def dial_string(self, phone: str) -> str:
         return destinations.dial_string(phone)
-
-    async def _wait_wave(self, call_id: str, rung: list[str], seconds: float,
-                         attend_at: float, tick: asyncio.Event | None = None) -> tuple[str, float]:
-        """('accepted' | 'gone' (caller left) | 'passed' (everyone passed) | 'timeout' |
-        'lost' (another dispatcher owns the call now: leave its legs alone), next attend)."""
-        deadline = time.monotonic() + seconds
-        renew_at = time.monotonic() + self.lease_s / 3
-        waiter = self.waiters.setdefault(call_id, asyncio.Event())
-        while time.monotonic() < deadline:
-            waiter.clear()
-            data = await self._hash(call_id)
-            if data.get("accepted_by"):
-                return "accepted", attend_at
-            if data.get("state") not in LIVE:
-                return "gone", attend_at
-            if rung:
-                offers = await self.offers.offers(call_id)
-                if all(offers.get(rid, "").startswith("passed") for rid in rung):
-                    return "passed", attend_at
-            if time.monotonic() > renew_at:
-                if not await self._still_mine(call_id):
-                    return "lost", attend_at
-                renew_at = time.monotonic() + self.lease_s / 3
-            if time.monotonic() >= attend_at:
-                attend_at = await self.attend(data)
-            if tick is not None and tick.is_set():
-                return "timeout", attend_at  # the starving calls' turn to look again
-            # Woken by the call's next event; the bounded wait is a safety net, not the clock.
-            limit = min(POLL_S, max(0.01, deadline - time.monotonic()),
-                        max(0.01, renew_at - time.monotonic()))
-            try:
-                if tick is None:
-                    await asyncio.wait_for(waiter.wait(), limit)
-                else:
-                    await _first(waiter, tick, limit)
-            except TimeoutError:
-                pass
-        return "timeout", attend_at
-
-    async def end_wave(self, call_id: str, wave: Wave, cycle: int) -> None:
-        offers = await self.offers.offers(call_id)
-        for responder in wave.responders:
-            status = offers.get(responder.id, "")
-            if in_whisper(status):
-                # Answered and listening to who is waiting (with the caller's message that
-                # can outlast a wave): never cut off; the whisper ends the offer itself.
-                continue
-            if status.startswith("ringing"):
-                # The reason first: the whisper sees the hang-up and would call it its own.
-                await self.offers.passed(call_id, responder.id, "no_answer")
-                await self.hangup_leg(call_id, responder.id)
-        await self.calls.event(call_id, "wave_timeout", wave=wave.number, cycle=cycle)

@@ -6,6 +6,7 @@ moving a caller, and the longest wait.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from crisisline import callbacks as cb
 from crisisline.call import Source, State
 from crisisline.stores.calls import CLAIMED, call_key
-from crisisline.stores.offers import legs_key
+from crisisline.stores.offers import offers_key
 
 if TYPE_CHECKING:
     from workers.dispatcher.dispatcher import Dispatcher
@@ -60,20 +61,37 @@ class CallEnds:
         if await self.calls.field(call_id, "source") == Source.TEXT:
             await self.texts.expire(call_id, rid)
             return
-        channel = await self.redis.hget(legs_key(call_id), rid)
-        if channel and await self.redis.hdel(legs_key(call_id), rid):
-            await self.ami.hangup(channel.decode())
+        channel = await self.offers.take_leg(call_id, rid)
+        if channel:
+            await self.ami.hangup(channel)
+
+    async def end_offers(self: Dispatcher, call_id: str, rids: list[str], reason: str,
+                         source: str | None = None, unclaim: bool = False) -> None:
+        """These offers end (``reason`` first: the whisper sees the hang-up and would call it
+        its own), then their legs are hung up (a text's links closed). ``source``: the
+        call's, when known; ``unclaim``: the call leaves the claimed set too."""
+        if source is None and rids:
+            source = await self.calls.field(call_id, "source")
+        if source == Source.TEXT:
+            await self.offers.pass_many(call_id, rids, reason)
+            for rid in rids:
+                await self.texts.expire(call_id, rid)
+            if unclaim:
+                await self.redis.zrem(CLAIMED, call_id)
+            return
+        channels = await self.offers.end_offers(call_id, rids, reason, unclaim)
+        await asyncio.gather(*(self.ami.hangup(channel) for channel in channels))
 
     async def cancel_legs(self: Dispatcher, call_id: str, keep: str | None = None) -> None:
         """Hang up every leg of this call still ringing or in its whisper, except ``keep``."""
-        offers = await self.offers.offers(call_id)
-        for rid, status in offers.items():
-            if rid == keep or status == "accepted":
-                continue
-            if status.startswith("ringing"):
-                await self.offers.passed(call_id, rid, "cancelled")
-                await self.hangup_leg(call_id, rid)
-        await self.redis.zrem(CLAIMED, call_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(offers_key(call_id))
+            pipe.hget(call_key(call_id), "source")
+            raw, source = await pipe.execute()
+        ringing = [rid.decode() for rid, status in raw.items()
+                   if rid.decode() != keep and status.startswith(b"ringing")]
+        await self.end_offers(call_id, ringing, "cancelled", (source or b"").decode(),
+                              unclaim=True)
 
     async def connect(self: Dispatcher, call_id: str, data: dict[str, str]) -> None:
         """A responder took it; their leg is already moving the caller to the room (dialplan

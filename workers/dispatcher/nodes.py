@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,9 @@ from workers.dispatcher.ami import AmiGateway, EventHandler
 log = logging.getLogger(__name__)
 CHANNEL_FIELDS = ("Channel", "DestChannel")
 RETRY_S = 1.0
+# A node that could not be asked for this long counts as having no channels: its calls end
+# in the record (as what they were) instead of holding responders for a node gone for good.
+NODE_GONE_S = 60.0
 
 
 class PbxNodes:
@@ -45,6 +49,7 @@ class PbxNodes:
         self.handlers: list[EventHandler] = []
         self.originate_results: list[Callable[[str, dict[str, str]], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task] = set()
+        self.unseen_since: dict[str, float] = {}  # node -> since when it could not be asked
 
     # ---- sessions ---------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -147,6 +152,31 @@ class PbxNodes:
                 entry["PRNode"] = node
                 merged.append(entry)
         return merged
+
+    async def listing_nodes(self, action: dict[str, Any], item: str
+                            ) -> tuple[list[dict[str, str]], set[str]]:
+        """Every node's items as :meth:`listing` gives them, and the nodes that could not be
+        asked (a reconciler leaves their calls alone), except a node unseen for NODE_GONE_S,
+        which counts as listing nothing."""
+        answers = await asyncio.gather(*(g.listing(action, item) if g.listening_since else
+                                         _none() for g in self.gateways.values()))
+        merged: list[dict[str, str]] = []
+        unseen: set[str] = set()
+        now = time.monotonic()
+        for node, items in zip(self.gateways, answers, strict=True):
+            if items is None:
+                since = self.unseen_since.setdefault(node, now)
+                if now - since < NODE_GONE_S:
+                    unseen.add(node)
+                continue
+            self.unseen_since.pop(node, None)
+            for entry in items:
+                for key in CHANNEL_FIELDS:
+                    if entry.get(key):
+                        entry[key] = qualify(node, entry[key])
+                entry["PRNode"] = node
+                merged.append(entry)
+        return merged, unseen
 
     def originate(self, channel_id: str, destination: str, context: str,
                   variables: dict[str, str], timeout_s: float, **kw: Any) -> None:

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crisisline.records import callbacks as sql_callbacks
@@ -34,6 +36,12 @@ from crisisline.stores.texts import TextStore
 
 log = logging.getLogger(__name__)
 GROUP = "recorder"
+BATCH = 500  # events written per transaction, at most
+EVERY_S = 0.5  # how often a trickle of events is written
+# Events a recorder took and never acknowledged (it was killed: each process is its own
+# consumer) are taken over by a live one once idle this long, looked for this often.
+ORPHAN_IDLE_S = 60.0
+ORPHAN_EVERY_S = 15.0
 # Events after which the call's record is final.
 TERMINAL = {"call_ended": "bridged", "caller_hung_up": "abandoned", "fallback": "fallback",
             "max_wait_reached": None, "callback_failed": "callback"}
@@ -84,18 +92,35 @@ class Recorder:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def orphans(self) -> list:
+        """Events another recorder took and never acknowledged (it died), now ours."""
+        got = await self.redis.xautoclaim(EVENTS, GROUP, self.consumer,
+                                          min_idle_time=int(ORPHAN_IDLE_S * 1000),
+                                          start_id="0-0", count=BATCH)
+        return [e for e in got[1] if e and e[1]]  # (deleted entries come back empty)
+
     async def run(self, stop: asyncio.Event) -> None:
         pending_first = True
         grouped = False
+        orphans_at = time.monotonic() + ORPHAN_EVERY_S
         while not stop.is_set():
             try:
                 if not grouped:
                     await self.ensure_group()
                     grouped = True
-                # Our own unacknowledged events first (a crash mid-write), then new ones.
-                start = "0" if pending_first else ">"
-                got = await self.redis.xreadgroup(GROUP, self.consumer, {EVENTS: start},
-                                                  count=200, block=500)
+                got = None
+                if not pending_first and time.monotonic() >= orphans_at:
+                    orphans_at = time.monotonic() + ORPHAN_EVERY_S
+                    adopted = await self.orphans()
+                    if adopted:
+                        log.warning("recorder: taking over %d events a stopped recorder left",
+                                    len(adopted))
+                        got = [(EVENTS, adopted)]
+                if got is None:
+                    # Our own unacknowledged events first (a crash mid-write), then new ones.
+                    start = "0" if pending_first else ">"
+                    got = await self.redis.xreadgroup(GROUP, self.consumer, {EVENTS: start},
+                                                      count=BATCH, block=500)
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     # Redis came back without its data: the stream and our group are new.
@@ -116,29 +141,37 @@ class Recorder:
                 pending_first = False
                 continue
             if entries:
+                began = time.monotonic()
                 try:
                     await self.handle(entries)
                 except Exception:
                     log.exception("recorder: writing %d events failed; will retry", len(entries))
                     pending_first = True
                     await asyncio.sleep(1)
+                    continue
+                if len(entries) < BATCH:
+                    # A trickle of events is written a few times a second, not one SQL
+                    # transaction per event (the records are history; the live view reads
+                    # Redis): at 500 callers that was a quarter of the dispatcher's CPU.
+                    await asyncio.sleep(max(0.0, EVERY_S - (time.monotonic() - began)))
 
     async def handle(self, entries: list) -> None:
         events = [(eid.decode(), {k.decode(): v.decode() for k, v in body.items()})
                   for eid, body in entries]
-        calls = {}
-        for _, body in events:
-            cid = body.get("call_id")
-            if cid and cid not in calls:
-                raw = await self.redis.hgetall(call_key(cid))
-                calls[cid] = {k.decode(): v.decode() for k, v in raw.items()}
+        ids = list(dict.fromkeys(cid for _, body in events if (cid := body.get("call_id"))))
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip a batch
+            for cid in ids:
+                pipe.hgetall(call_key(cid))
+            raws = await pipe.execute() if ids else []
+        calls = {cid: {k.decode(): v.decode() for k, v in raw.items()}
+                 for cid, raw in zip(ids, raws, strict=True)}
         # A text conversation that ended: its messages go to SQL with its record.
         messages = {}
         for _, body in events:
             cid = body.get("call_id", "")
             if terminal(body) and calls.get(cid, {}).get("source") == "text":
                 messages[cid] = await self.texts.messages(cid, count=10_000)
-        await asyncio.to_thread(self.write, events, calls, messages)
+        await asyncio.to_thread(self.write_retrying, events, calls, messages)
         for cid in (c for c, data in calls.items() if data.get("source") == "text"):
             if await self.texts.erased(cid):
                 # Erased meanwhile: what this batch wrote of it goes too (its timeline as well).
@@ -161,35 +194,66 @@ class Recorder:
                 await self.redis.hdel(call_key(cid), "callback_number")
         await self.redis.xack(EVENTS, GROUP, *[eid for eid, _ in events])
 
+    def write_retrying(self, events: list[tuple[str, dict[str, str]]],
+                       calls: dict[str, dict[str, str]],
+                       messages: dict[str, list[tuple[str, dict[str, str]]]] | None = None
+                       ) -> None:
+        """:meth:`write`, again when another recorder (another dispatcher's) created one of
+        these calls' records meanwhile: the second time it is there to update."""
+        for attempt in range(3):
+            try:
+                self.write(events, calls, messages)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+
     def write(self, events: list[tuple[str, dict[str, str]]], calls: dict[str, dict[str, str]],
               messages: dict[str, list[tuple[str, dict[str, str]]]] | None = None) -> None:
         with Session(self.engine) as session, session.begin():
             # One indexed query for the whole batch: which of these were written before a crash.
             seen = set(session.scalars(select(CallEvent.stream_id).where(
                 CallEvent.stream_id.in_([eid for eid, _ in events]))))
-            records: dict[str, CallRecord] = {}
+            # And one for the batch's records: a get() per call (each flushing the events
+            # added before it) was most of the dispatcher's CPU at 500 callers.
+            wanted = {cid for _, body in events if (cid := body.get("call_id")) and calls.get(cid)}
+            records: dict[str, CallRecord] = {r.id: r for r in session.scalars(
+                select(CallRecord).where(CallRecord.id.in_(wanted)))} if wanted else {}
+            # Each record once per batch, as the events one by one would leave it: the hash
+            # is the same for all of a call's events, and the last terminal one (else the
+            # last one) decides the rest.
+            final: dict[str, dict[str, str]] = {}
+            for _, body in events:
+                cid = body.get("call_id") or ""
+                if terminal(body) or not terminal(final.get(cid, {})):
+                    final[cid] = body
+            new = []
+            for cid in sorted(wanted - records.keys()):
+                data = calls[cid]
+                records[cid] = CallRecord(
+                    id=cid, source=data.get("source", "direct"), language=data.get("language", "en"),
+                    started_at=_ts(data.get("created_at")) or datetime.now(UTC), outcome="in_progress",
+                    waves_used=0, consented_to_message=False)
+                new.append(records[cid])
+            for cid, record in records.items():
+                self._update(record, calls[cid], final[cid])
+            if new:
+                session.add_all(new)
+                session.flush()  # the records before their events (no ORM relationship orders them)
+            rows = []
             for eid, body in events:
                 cid = body.get("call_id")
                 data = calls.get(cid or "")
                 if not cid or not data:
                     continue
-                record = records.get(cid) or session.get(CallRecord, cid)
-                new = record is None
-                record = record or CallRecord(
-                    id=cid, source=data.get("source", "direct"), language=data.get("language", "en"),
-                    started_at=_ts(data.get("created_at")) or datetime.now(UTC), outcome="in_progress",
-                    waves_used=0, consented_to_message=False)
-                session.add(record)
-                records[cid] = record
-                self._update(record, data, body)
-                if new:
-                    session.flush()  # the record before its events (no ORM relationship orders them)
                 if eid not in seen:
-                    detail = {k: v for k, v in body.items() if k not in {"type", "call_id", "at"}}
-                    session.add(CallEvent(call_id=cid, at=_ts(body.get("at")) or datetime.now(UTC),
-                                          type=body.get("type", "?")[:32], detail=detail,
-                                          stream_id=eid))
-                sql_callbacks.sync(session, record, data, body, fresh=eid not in seen)
+                    rows.append({"call_id": cid, "at": _ts(body.get("at")) or datetime.now(UTC),
+                                 "type": body.get("type", "?")[:32], "stream_id": eid,
+                                 "detail": {k: v for k, v in body.items()
+                                            if k not in {"type", "call_id", "at"}}})
+                sql_callbacks.sync(session, records[cid], data, body, fresh=eid not in seen)
+            if rows:  # one INSERT for the batch's events (not ORM objects: none is read back)
+                session.connection().execute(insert(CallEvent.__table__), rows)
             for cid, rows in (messages or {}).items():
                 if cid in records:
                     session.flush()

@@ -36,10 +36,16 @@ class RosterCache:
 
     async def refresh(self) -> None:
         try:
-            self._snapshot = await asyncio.to_thread(self.store.snapshot)
+            self._snapshot = await asyncio.to_thread(self._read)
             self._at = time.monotonic()
         except Exception as exc:
             log.error("roster unavailable, using the last one read: %s", exc)
+
+    def _read(self) -> RosterSnapshot:
+        """The roster; the same one stays the same object (compared here, off the event
+        loop): who is on call is worked out once per object (waves.py)."""
+        snapshot = self.store.snapshot()
+        return self._snapshot if snapshot == self._snapshot else snapshot
 
     async def keep_fresh(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from crisisline import callbacks as cb
 from crisisline.call import State
-from crisisline.stores.calls import QUEUE, call_key
+from crisisline.stores.calls import EVENTS, EVENTS_MAXLEN, QUEUE, call_key, event_body
 from crisisline.stores.offers import legs_key, offers_key
 from workers.dispatcher.ami import parse_leg_id, parse_supervisor_leg_id
 from workers.dispatcher.interpreter import parse_interpreter_leg_id
@@ -59,6 +59,7 @@ class CallWatch:
         task.add_done_callback(self._later.discard)
 
     async def on_event(self, event: dict[str, str]) -> None:
+        # Only the events in ami.HANDLED_EVENTS reach here: one read here needs it there.
         name = event.get("Event", "")
         if name == "Newchannel":
             await self._new_channel(event)
@@ -84,9 +85,12 @@ class CallWatch:
         call_id, _, _, rid = leg
         channel = event.get("Channel", "")
         self.leg_channels[channel] = (call_id, rid)
-        await self.redis.hset(legs_key(call_id), rid, channel)
-        await self.redis.expire(legs_key(call_id), 86400)
-        status = (await self.redis.hget(offers_key(call_id), rid) or b"").decode()
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip per leg
+            pipe.hset(legs_key(call_id), rid, channel)
+            pipe.expire(legs_key(call_id), 86400)
+            pipe.hget(offers_key(call_id), rid)
+            *_, status_raw = await pipe.execute()
+        status = (status_raw or b"").decode()
         if not status.startswith("ringing") and status != "accepted":
             # The offer ended (the caller left, someone else took it) before Asterisk even
             # created this leg: it must not ring on.
@@ -98,9 +102,7 @@ class CallWatch:
         if leg is not None:
             call_id, _, _, rid = leg
             self.leg_channels.pop(channel, None)
-            if await self.redis.hget(legs_key(call_id), rid) == channel.encode():
-                await self.redis.hdel(legs_key(call_id), rid)
-            await self._responder_leg_ended(call_id, rid)
+            await self._responder_leg_ended(call_id, rid, channel)
             return
         if parse_interpreter_leg_id(event.get("Uniqueid", "")) or \
                 parse_supervisor_leg_id(event.get("Uniqueid", "")):
@@ -109,12 +111,11 @@ class CallWatch:
         if call_id:
             self._spawn(self._caller_gone(call_id, channel))
 
-    async def _responder_leg_ended(self, call_id: str, rid: str) -> None:
+    async def _responder_leg_ended(self, call_id: str, rid: str, channel: str) -> None:
         offers = self.d.offers
-        if await offers.passed(call_id, rid, "hung_up"):
-            return  # it ended while ringing or in the whisper
-        if await self.redis.hget(offers_key(call_id), rid) != b"accepted":
-            return
+        ended, status = await offers.leg_gone(call_id, rid, channel, "hung_up")
+        if ended or status != "accepted":
+            return  # it ended while ringing or in the whisper, or had ended before
         await offers.end_call(rid, call_id, self.d.settings.wrapup_s)
         await self.d.calls.event(call_id, "responder_left", responder=rid)
 
@@ -170,12 +171,18 @@ class CallWatch:
     async def _maybe_bridged(self, call_id: str, room: str) -> None:
         """Both the caller and the responder who took the call are in the room: that is the
         moment a person is with the caller (time to a human)."""
-        data = await self.d._hash(call_id)
+        members = self.rooms.get(room, set())
+        if len(members) < 2:
+            return  # a caller alone in their room, waiting: nothing to read about it
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(call_key(call_id))
+            pipe.hgetall(legs_key(call_id))
+            raw, legs = await pipe.execute()
+        data = {k.decode(): v.decode() for k, v in raw.items()}
         winner = data.get("accepted_by", "")
         if not winner or data.get("connected_at") or data.get("state") != "bridged":
             return
-        members = self.rooms.get(room, set())
-        leg = await self.redis.hget(legs_key(call_id), winner)
+        leg = legs.get(winner.encode())
         responder_in = (leg is not None and leg.decode() in members) or winner.startswith("supervisor:")
         if data.get("channel") not in members or not responder_in:
             return
@@ -186,12 +193,20 @@ class CallWatch:
         if data.get("cb_requested_at") and (called_back or data.get("cb_state") == cb.REQUESTED):
             # From the request to a person: what the oversight report counts for callbacks.
             fields["cb_time_to_human_s"] = f"{now - float(data['cb_requested_at']):.3f}"
-        await self.redis.hset(call_key(call_id), mapping=fields)
         if data.get("cb_state") == cb.REQUESTED:
+            await self.redis.hset(call_key(call_id), mapping=fields)
             # Reached on the line while holding a request: it is done, nobody calls back.
             await self.d.callbacks.close(call_id, cb.BRIDGED, data.get("callback_number", ""))
-        await self.d.calls.event(call_id, "bridged", responder=winner,
-                                 time_to_human_s=f"{waited:.3f}", callback=int(called_back))
+            await self.d.calls.event(call_id, "bridged", responder=winner,
+                                     time_to_human_s=f"{waited:.3f}", callback=int(called_back))
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(call_key(call_id), mapping=fields)
+                pipe.xadd(EVENTS, event_body(call_id, "bridged", responder=winner,  # type: ignore[arg-type]
+                                             time_to_human_s=f"{waited:.3f}",
+                                             callback=int(called_back)),
+                          maxlen=EVENTS_MAXLEN, approximate=True)
+                await pipe.execute()
         if called_back:
             # Held back at the accept (nobody to interpret for yet): the caller is here now.
             await self.d.interpreters.on_bridged(call_id, await self.d._hash(call_id))
@@ -199,7 +214,9 @@ class CallWatch:
     async def _fallback_answered(self, event: dict[str, str]) -> None:
         """Someone at the fallback group answered the caller (Asterisk's own word, so the
         record is right even when no FastAGI server could report the hang-up)."""
-        call_id = await self.d.calls.call_on_channel(event.get("Channel", ""))
+        if not event.get("Channel"):
+            return  # an Originate's answer (no calling channel): a responder's leg
+        call_id = await self.d.calls.call_on_channel(event["Channel"])
         if not call_id:
             return
         # The caller's own context says where the Dial was: the fallback group's answer can
