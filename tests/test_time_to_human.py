@@ -129,6 +129,8 @@ async def test_a_transfer_with_language_and_zip_rings_before_its_promise_ends(li
         # Rung while the promise plays, or before it began (the call is queued on answer,
         # and the dispatcher can ring before the IVR has written its next step).
         assert system.db.call(call_id)["step"] in ("answer", "transfer_promise")
+        # (The ring may even come before the first prompt begins: wait for it to say which.)
+        assert await until(lambda: bool(names(caller.trace)))
         assert names(caller.trace)[0] == "transfer_promise"
         await system.pbx.hangup(caller.name)
 
