@@ -250,6 +250,10 @@ async def _run(pbx: str, system: Any, scenario: Scenario) -> Observed:
         await asyncio.sleep(0.5)
         await hang_up(pbx, system, handle)
         await until(lambda: not record() or record().get("state") in FINAL, 20)
+        if trace.fallback_dialed:
+            # The record's state is final as soon as the caller reaches the desk; whether the
+            # desk answered is written when the dispatcher hears the Dial end (its own time).
+            await until(lambda: not record() or record().get("fallback_answered"), 10)
         await asyncio.sleep(0.5)
         return Observed(record(), trace)
 
