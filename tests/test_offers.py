@@ -59,3 +59,23 @@ async def test_no_phone_rings_for_a_call_that_ended_or_was_taken(offers):
     assert not await offers.ring("c2", "ana", 1, 0)
     assert not await offers.ring("gone", "ana", 1, 0)  # no such call at all
     assert (await offers.redis.hget(responder_key("ana"), "ringing_for")) is None
+
+
+async def test_scripts_run_again_after_redis_forgot_them(offers):
+    """Redis restarted empty of scripts (SCRIPT FLUSH stands for it): the batched script
+    calls load them and run once more, and answer as before (crisisline/stores/scripts.py)."""
+    from crisisline.stores.calls import CLAIMED, CallStore
+
+    await waiting(offers, "c1")
+    assert await offers.ring("c1", "ana", 1, 0)
+    await offers.redis.hset("pr:legs:c1", "ana", "PJSIP/ana-1")
+    await offers.redis.hset("pr:call:c1", "owner", "d1")
+    await offers.redis.zadd(CLAIMED, {"c1": 1})
+    await offers.redis.script_flush()
+    assert await offers.leg_gone("c1", "ana", "PJSIP/ana-1", "hung_up") == (True,
+                                                                            "passed:hung_up")
+    assert await offers.redis.hget("pr:legs:c1", "ana") is None
+    await offers.redis.script_flush()
+    mine, data, other = await CallStore(offers.redis).renew_and_read("c1", "d1", 30,
+                                                                     offers_key("c1"))
+    assert mine and data["state"] == "dispatching" and other == {"ana": "passed:hung_up"}

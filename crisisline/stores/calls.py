@@ -18,9 +18,9 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from crisisline.call import Call, State
+from crisisline.stores.scripts import evalsha_many
 
 PREFIX = "pr:"
 QUEUE = PREFIX + "queue"
@@ -257,9 +257,6 @@ class CallStore:
             out.append((call_id.decode(), dict(zip(fields[::2], fields[1::2], strict=True))))
         return out
 
-    async def renew(self, call_id: str, lease_s: float) -> None:
-        await self.redis.zadd(CLAIMED, {call_id: time.time() + lease_s}, xx=True)
-
     async def renew_if_owner(self, call_id: str, owner: str, lease_s: float) -> bool:
         """Renew the lease if ``owner`` still holds the call (one round trip); False when
         another dispatcher does now."""
@@ -271,18 +268,14 @@ class CallStore:
                              ) -> tuple[bool, dict[str, str], dict[str, str]]:
         """:meth:`renew_if_owner`, the call's hash and (``also``) another hash of it, in one
         round trip: (still ours, call, other)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._renew.sha, 2, call_key(call_id), CLAIMED, owner,
-                         f"{time.time() + lease_s:.3f}", call_id)
+        def reads(pipe: Any) -> None:
             pipe.hgetall(call_key(call_id))
             if also:
                 pipe.hgetall(also)
-            got = await pipe.execute(raise_on_error=False)
-        if isinstance(got[0], NoScriptError):  # Redis restarted: the script loads on its own
-            got[0] = await self.renew_if_owner(call_id, owner, lease_s)
-        for g in got:
-            if isinstance(g, Exception):
-                raise g
+
+        got = await evalsha_many(self.redis, [
+            (self._renew, [call_key(call_id), CLAIMED],
+             [owner, f"{time.time() + lease_s:.3f}", call_id])], also=reads)
         other = got[2] if also else {}
         return (bool(got[0]), {k.decode(): v.decode() for k, v in got[1].items()},
                 {k.decode(): v.decode() for k, v in other.items()})

@@ -17,14 +17,11 @@ wins; everyone after is told the call was taken.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from crisisline.stores.calls import CLAIMED, EVENTS, PREFIX, call_key
+from crisisline.stores.scripts import evalsha_many
 
 COMMANDS = PREFIX + "commands"
 SEPARATOR = "\x1f"  # between responder ids in one script argument (never in an id)
@@ -151,23 +148,6 @@ def in_whisper(status: str) -> bool:
     return status.startswith("ringing:") and status.endswith(":whisper")
 
 
-# Live state of many responders in one round trip (a plan looks at everyone on call).
-# KEYS: responder hashes; returns ringing_for, on_call_with, last_offered_at, resting_until.
-_STATES = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, 'ringing_for', 'on_call_with', 'last_offered_at',
-                       'resting_until')
-  out[#out + 1] = v[1] or ''
-  out[#out + 1] = v[2] or ''
-  out[#out + 1] = v[3] or ''
-  out[#out + 1] = v[4] or ''
-end
-return out
-"""
-STATE_FIELDS = ("ringing_for", "on_call_with", "last_offered_at", "resting_until")
-
-
 # Of many responders, those who could take an offer at ARGV[1] (epoch s): not on a call, not
 # resting. Busy ones are left out here, not in Python: with hundreds of callers most of a
 # large roster is busy, and a plan needs only the others. The ids come as one argument
@@ -221,40 +201,11 @@ return 1
 """
 
 
-async def evalsha_many(redis: Redis, calls: list[tuple[AsyncScript, list[str], list[str]]],
-                       also: Callable[[Any], object] | None = None) -> list[Any]:
-    """Scripts in one pipeline, each still atomic, without the SCRIPT EXISTS round trip a
-    redis-py pipeline adds for scripts; one the server no longer knows (it restarted) is
-    loaded and run again on its own (never those that ran: a pipeline isn't all or nothing).
-    ``also`` adds plain commands after them (their replies follow the scripts')."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        if also is not None:
-            also(pipe)
-        got = await pipe.execute(raise_on_error=False)
-    unknown = [i for i, result in enumerate(got[:len(calls)]) if isinstance(result, NoScriptError)]
-    if unknown:  # loaded once each, then those calls again, together
-        for script in {id(calls[i][0]): calls[i][0] for i in unknown}.values():
-            script.sha = await redis.script_load(script.script)
-        async with redis.pipeline(transaction=False) as pipe:
-            for i in unknown:
-                script, keys, args = calls[i]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            for i, result in zip(unknown, await pipe.execute(raise_on_error=False), strict=True):
-                got[i] = result
-    for result in got:
-        if isinstance(result, Exception):
-            raise result
-    return got
-
-
 class OfferStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._accept = redis.register_script(_ACCEPT)
         self._ring = redis.register_script(_RING)
-        self._states = redis.register_script(_STATES)
         self._candidates = redis.register_script(_CANDIDATES)
         self._forget_leg = redis.register_script(_FORGET_LEG)
         self._take_leg = redis.register_script(_TAKE_LEG)
@@ -342,33 +293,17 @@ class OfferStore:
         """The responder's leg ``channel`` hung up: it leaves the legs hash, and their offer,
         if still open, ends with ``reason``. Returns (it ended now, the offer's status after):
         one round trip, as AMI Hangups come by the thousand at 500 callers."""
-        now = f"{time.time():.3f}"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._forget_leg.sha, 1, legs_key(call_id), rid, channel)
-            pipe.evalsha(self._pass.sha, 3, offers_key(call_id), EVENTS, responder_key(rid),
-                         call_id, rid, reason, now)
-            pipe.hget(offers_key(call_id), rid)
-            got = await pipe.execute(raise_on_error=False)
-        if any(isinstance(g, NoScriptError) for g in got):  # Redis restarted: one at a time
-            await self._forget_leg(keys=[legs_key(call_id)], args=[rid, channel])
-            ended = await self.passed(call_id, rid, reason)
-            status = await self.redis.hget(offers_key(call_id), rid)
-            return ended, (status or b"").decode()
-        for g in got:
-            if isinstance(g, Exception):
-                raise g
+        got = await evalsha_many(
+            self.redis, [(self._forget_leg, [legs_key(call_id)], [rid, channel]),
+                         (self._pass, [offers_key(call_id), EVENTS, responder_key(rid)],
+                          [call_id, rid, reason, f"{time.time():.3f}"])],
+            also=lambda pipe: pipe.hget(offers_key(call_id), rid))
         return bool(got[1]), (got[2] or b"").decode()
 
     async def listening(self, call_id: str, rid: str) -> bool:
         """The responder's phone answered and the whisper is playing; False when the offer
         already ended (then the whisper has nothing to offer)."""
         return bool(await self._listening(keys=[offers_key(call_id)], args=[rid]))
-
-    async def release(self, rid: str, call_id: str) -> None:
-        """Free a responder from ringing for ``call_id`` (leaves other calls alone)."""
-        key = responder_key(rid)
-        if (await self.redis.hget(key, "ringing_for") or b"").decode() == call_id:
-            await self.redis.hset(key, "ringing_for", "")
 
     async def end_call(self, rid: str, call_id: str, wrapup_s: float = 0.0) -> bool:
         """The responder's leg of ``call_id`` ended: they rest ``wrapup_s``, then are free."""
@@ -378,16 +313,6 @@ class OfferStore:
     async def offers(self, call_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(offers_key(call_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
-
-    async def states(self, rids: list[str]) -> dict[str, dict[str, str]]:
-        """ringing_for / on_call_with / last_offered_at / resting_until per responder."""
-        if not rids:
-            return {}
-        flat = await self._states(keys=[responder_key(r) for r in rids])
-        values = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
-        n = len(STATE_FIELDS)
-        return {rid: dict(zip(STATE_FIELDS, values[n * i:n * i + n], strict=True))
-                for i, rid in enumerate(rids)}
 
     async def candidates(self, rids: list[str], at: float
                          ) -> dict[str, tuple[str, float | None, float | None]]:

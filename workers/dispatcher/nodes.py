@@ -136,46 +136,42 @@ class PbxNodes:
         gateway, bare = self._on(channel)
         return gateway is not None and await gateway.redirect(bare, context, exten)
 
-    async def listing(self, action: dict[str, Any], item: str) -> list[dict[str, str]] | None:
-        """Every node's items, channels named by node; None when any node could not be
-        asked (a pass must not take a node it can't see for a node with no calls)."""
+    async def _listings(self, action: dict[str, Any], item: str
+                        ) -> list[tuple[str, list[dict[str, str]] | None]]:
+        """Each node's items, channels named by node; None for a node not asked."""
         answers = await asyncio.gather(*(g.listing(action, item) if g.listening_since else
                                          _none() for g in self.gateways.values()))
-        merged: list[dict[str, str]] = []
         for node, items in zip(self.gateways, answers, strict=True):
-            if items is None:
-                return None
-            for entry in items:
+            for entry in items or ():
                 for key in CHANNEL_FIELDS:
                     if entry.get(key):
                         entry[key] = qualify(node, entry[key])
                 entry["PRNode"] = node
-                merged.append(entry)
-        return merged
+        return list(zip(self.gateways, answers, strict=True))
+
+    async def listing(self, action: dict[str, Any], item: str) -> list[dict[str, str]] | None:
+        """Every node's items, channels named by node; None when any node could not be
+        asked (a pass must not take a node it can't see for a node with no calls)."""
+        listings = await self._listings(action, item)
+        if any(items is None for _, items in listings):
+            return None
+        return [entry for _, items in listings for entry in items or ()]
 
     async def listing_nodes(self, action: dict[str, Any], item: str
                             ) -> tuple[list[dict[str, str]], set[str]]:
         """Every node's items as :meth:`listing` gives them, and the nodes that could not be
         asked (a reconciler leaves their calls alone), except a node unseen for NODE_GONE_S,
         which counts as listing nothing."""
-        answers = await asyncio.gather(*(g.listing(action, item) if g.listening_since else
-                                         _none() for g in self.gateways.values()))
         merged: list[dict[str, str]] = []
         unseen: set[str] = set()
         now = time.monotonic()
-        for node, items in zip(self.gateways, answers, strict=True):
+        for node, items in await self._listings(action, item):
             if items is None:
-                since = self.unseen_since.setdefault(node, now)
-                if now - since < NODE_GONE_S:
+                if now - self.unseen_since.setdefault(node, now) < NODE_GONE_S:
                     unseen.add(node)
                 continue
             self.unseen_since.pop(node, None)
-            for entry in items:
-                for key in CHANNEL_FIELDS:
-                    if entry.get(key):
-                        entry[key] = qualify(node, entry[key])
-                entry["PRNode"] = node
-                merged.append(entry)
+            merged += items
         return merged, unseen
 
     def originate(self, channel_id: str, destination: str, context: str,

@@ -27,7 +27,8 @@ from crisisline import destinations
 from crisisline.roster.model import Responder, RosterSnapshot
 from crisisline.routing import CallToRoute, ResponderState, Wave, next_wave
 from crisisline.stores.calls import EVENTS, call_key
-from crisisline.stores.offers import evalsha_many, offered_key
+from crisisline.stores.offers import offered_key
+from crisisline.stores.scripts import evalsha_many
 
 if TYPE_CHECKING:
     from workers.dispatcher.dispatcher import Dispatcher
