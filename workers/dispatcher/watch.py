@@ -11,7 +11,8 @@
 - A caller's channel that hangs up while the call is still live (no FastAGI server to run
   the ``h`` extension's report): the call ends as what it was after a short grace.
 - The dialplan's UserEvents: PRFallback (the static group has the caller), PRUnattended,
-  PRResponderLeft, PRWhisperFailed (no FastAGI server: the caller goes to the fallback group).
+  PRResponderLeft, PRWhisperFailed (no FastAGI server: the caller goes to the fallback group),
+  PRCallerGone (the record's caller channel is not the caller's: the call ends).
 """
 
 from __future__ import annotations
@@ -248,6 +249,17 @@ class CallWatch:
                 await self.d.cancel_legs(call_id)
                 await self.d.calls.to_fallback(call_id, "whisper_unavailable")
                 await self.d.move(data["channel"], "pr-fallback", "fallback")
+        elif kind == "PRCallerGone":
+            # The responder took the call, but the channel the record names is not this
+            # call's caller (a node restarted: names repeat) or is gone: nobody was moved,
+            # and the caller never reached them. The call ends as its caller left it (a
+            # callback request left to the reconciler, which keeps it).
+            data = await self.d._hash(call_id)
+            if data.get("accepted_by") == event.get("Responder") and \
+                    not data.get("connected_at") and not data.get("cb_state"):
+                log.warning("call %s: its caller's channel is gone; ended", call_id)
+                await self.d.calls.end(call_id, State.ABANDONED, "", "caller_hung_up",
+                                       "caller_gone")
         elif kind == "PRResponderLeft":
             # The responder's leg ended with the caller still on the line; Asterisk has sent
             # the caller back to waiting ([pr-responder] h): the search starts again.
