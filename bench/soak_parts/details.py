@@ -41,7 +41,32 @@ class Details(SoakState):
         print(f"  LOST {cid} (started t={t:.1f}s on node {node}; {'; '.join(why)}; "
               f"caller: {c.how if c else 'not ours'}; end_step "
               f"{data.get('end_step') or rec.get('end_step')}){held}; events: "
-              f"{' '.join(stream.get(cid, [])[-14:]) or 'none in the stream'}")
+              f"{' '.join(stream.get(cid, [])[-14:]) or 'none in the stream'}; "
+              f"on the PBX now: {self.whereabouts(data.get('x_uniqueid', ''))}")
+
+    def caller_how(self, cid: str, callers: dict) -> str:
+        c = callers.get(cid)
+        if c is None:
+            return "not ours"
+        left = f"{c.ended - self.t0:.1f}s" if c.ended else "?"
+        return f"{c.how}, on the line t={c.started - self.t0:.1f}s..{left}"
+
+    def whereabouts(self, uniqueid: str) -> str:
+        """Whether a call's channel is still up (a call that is still going is not lost: the
+        drain missed it) and with whom."""
+        if not uniqueid:
+            return "no channel recorded"
+        for node in self.nodes.values():
+            if not node.up:
+                continue
+            for ch in list(node.pbx.channels.values()):
+                if ch.uniqueid != uniqueid:
+                    continue
+                rooms = [f"{room} with {', '.join(m.name for m in members if m is not ch)}"
+                         for room, members in node.pbx.rooms.items() if ch in members]
+                return (f"{ch.name} on node {node.name} at {ch.context},{ch.exten},"
+                        f"{ch.priority}" + (f" in {'; '.join(rooms)}" if rooms else ""))
+        return "gone"
 
     def print_logs(self) -> None:
         """Per process: its ERROR lines, by the exception that ended each traceback."""

@@ -166,7 +166,9 @@ class Report(SoakState):
             print(f"  double-booked (records): {a['answered_by']} took {first} (node "
                   f"{a['pbx_node']}, {a['end_reason'] or a['end_step']}) until "
                   f"t={end - self.t0:.1f}s (ended_at {a['ended_at'] - self.t0:.1f}) and "
-                  f"{second} (node {b['pbx_node']}) at t={start - self.t0:.1f}s")
+                  f"{second} (node {b['pbx_node']}) at t={start - self.t0:.1f}s; the first's "
+                  f"events: {' '.join(stream.get(first, [])[-12:]) or 'none in the stream'}; "
+                  f"its caller: {self.caller_how(first, callers_by_id)}")
         more(len(overlaps), "overlaps in the records")
         pending = Counter(con for rows in self.pending.values() for _, con in rows)
         if pending:

@@ -36,7 +36,8 @@ class SoakState:
     # (t, responder, the call ids of the rooms they were in at once)
     pbx_double: list[tuple[float, str, tuple[str, ...]]] = field(default_factory=list)
     _double_seen: set = field(default_factory=set)
-    callee_due: dict[int, float] = field(default_factory=dict)  # id(channel) -> hang up at
+    # (node, uniqueid) -> when the called-back person hangs up
+    callee_due: dict[tuple[str, str], float] = field(default_factory=dict)
     behaviours: dict[str, str] = field(default_factory=dict)
     t0: float = 0.0
     run_s: float = 0.0

@@ -68,11 +68,16 @@ class Watch(SoakState):
                     for m in members:
                         if m.name.startswith("PJSIP/direct-trunk") and \
                                 m.name not in self.live[node.name]:
+                            # By uniqueid: an id() is reused once a channel is freed, and
+                            # a new callee that drew a hung-up one's mark was never hung up.
+                            key = (node.name, m.uniqueid)
                             due = self.callee_due.setdefault(
-                                id(m), now + (DRAIN_TALK_S if self.draining
-                                              else self.rng.uniform(*TALK_S)))
+                                key, now + (DRAIN_TALK_S if self.draining
+                                            else self.rng.uniform(*TALK_S)))
+                            if self.draining and due != float("inf"):
+                                due = min(due, now + DRAIN_TALK_S)
                             if now >= due:
-                                self.callee_due[id(m)] = float("inf")
+                                self.callee_due[key] = float("inf")
                                 self.spawn(pbx.hangup(m.name))
             for rid, where in seen.items():
                 if len(where) > 1:
