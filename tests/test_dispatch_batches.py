@@ -234,6 +234,73 @@ async def test_a_call_that_ended_meanwhile_is_never_rung_nor_brought_back(settin
     assert all("gone" not in c and "taken" not in c for c, _ in d.ami.originated)
 
 
+async def test_two_dispatchers_hearing_one_room_record_the_person_once(settings, client):
+    """Each dispatcher holds an AMI session to every node, so each hears the caller and the
+    responder join the room: the call is bridged once in the event stream (the record and
+    the panel), with one time to a human; after the responder leaves and the call is
+    queued again, the next person is noted once more."""
+    d1, d2 = dispatcher(settings, client, roster(2), "d1"), dispatcher(settings, client,
+                                                                      roster(2), "d2")
+    await client.hset("pr:call:c1", mapping={
+        "id": "c1", "state": "bridged", "accepted_by": "r000", "channel": "PJSIP/caller-1",
+        "created_at": f"{time.time() - 5:.3f}"})
+    await client.hset("pr:legs:c1", "r000", "PJSIP/r000-1")
+
+    async def both_hear(leg: str) -> None:
+        joins = [{"Event": "ConfbridgeJoin", "Conference": "call-c1", "Channel": ch}
+                 for ch in ("PJSIP/caller-1", leg)]
+        for event in joins:
+            await asyncio.gather(d1.watch.on_event(event), d2.watch.on_event(event))
+
+    await both_hear("PJSIP/r000-1")
+    bridged = [b for _, b in await client.xrange("pr:events") if b[b"type"] == b"bridged"]
+    assert len(bridged) == 1 and bridged[0][b"responder"] == b"r000"
+    assert await client.hget("pr:call:c1", "time_to_human_s")
+    await d1.watch._requeue("c1", {"accepted_by": "r000", "cycle": "0"}, "r000")
+    assert await client.hget("pr:call:c1", "connected_at") is None
+    await client.hset("pr:call:c1", mapping={"state": "bridged", "accepted_by": "r001"})
+    await client.hset("pr:legs:c1", "r001", "PJSIP/r001-1")
+    for w in (d1.watch, d2.watch):
+        w.rooms.clear()
+    await both_hear("PJSIP/r001-1")
+    bridged = [b for _, b in await client.xrange("pr:events") if b[b"type"] == b"bridged"]
+    assert [b[b"responder"] for b in bridged] == [b"r000", b"r001"]
+
+
+@pytest.mark.parametrize("connected", [False, True])
+async def test_a_taker_whose_leg_ends_before_the_caller_reached_them_frees_the_caller(
+        settings, client, monkeypatch, connected):
+    """The whisper's FastAGI server died between a responder's accept and telling their leg:
+    the leg hangs up without moving the caller, and the dialplan says nothing (PR_ACCEPTED
+    unset). The caller is searched for again at once, not left waiting until the fallback
+    group, and the record no longer names a responder who never spoke with them (the soak
+    counted one as double-booked). Once they were together, the dialplan's PRResponderLeft
+    decides instead, and the leg's end alone changes nothing."""
+    monkeypatch.setattr("workers.dispatcher.watch.HANGUP_GRACE_S", 0.05)
+    d = dispatcher(settings, client, roster(2))
+    await client.hset("pr:call:c2", mapping={
+        "id": "c2", "state": "bridged", "accepted_by": "r000", "accepted_at": "1",
+        "channel": "PJSIP/caller-2", "cycle": "0", "queue_score": "5",
+        **({"connected_at": "2"} if connected else {})})
+    await client.hset(offers_key("c2"), "r000", "accepted")
+    await client.hset("pr:legs:c2", "r000", "PJSIP/r000-2")
+    await d.watch.on_event({"Event": "Hangup", "Uniqueid": "pr-c2-0-1-r000",
+                            "Channel": "PJSIP/r000-2"})
+    await asyncio.sleep(0.3)
+    call = {k.decode(): v.decode() for k, v in (await client.hgetall("pr:call:c2")).items()}
+    requeued = [b for _, b in await client.xrange("pr:events") if b[b"type"] == b"requeued"]
+    if connected:
+        assert call["state"] == "bridged" and call["accepted_by"] == "r000" and not requeued
+        return
+    assert call["state"] == "waiting" and call["accepted_by"] == "" and call["cycle"] == "1"
+    assert await client.zscore("pr:queue", "c2") == 5.0
+    assert [b[b"reason"] for b in requeued] == [b"responder_never_connected"]
+    # The dialplan's word coming late changes nothing more: one requeue.
+    await d.watch.on_event({"Event": "UserEvent", "UserEvent": "PRResponderLeft",
+                            "CallID": "c2", "Responder": "r000"})
+    assert len([b for _, b in await client.xrange("pr:events") if b[b"type"] == b"requeued"]) == 1
+
+
 # ---- the shortcuts give the policy's own answer ----------------------------------------------
 @pytest.mark.parametrize("seed", range(12))
 def test_planning_a_few_per_group_gives_the_same_wave_as_everyone(seed, monkeypatch):

@@ -22,10 +22,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from redis.exceptions import WatchError
+
 from crisisline import callbacks as cb
 from crisisline.call import State
-from crisisline.stores.calls import EVENTS, EVENTS_MAXLEN, QUEUE, call_key, event_body
-from crisisline.stores.offers import legs_key, offers_key
+from crisisline.stores.calls import QUEUE, call_key, event_body
+from crisisline.stores.offers import legs_key
 from workers.dispatcher.ami import parse_leg_id, parse_supervisor_leg_id
 from workers.dispatcher.interpreter import parse_interpreter_leg_id
 
@@ -76,7 +78,8 @@ class CallWatch:
             await self._user_event(event)
         elif name == "DialEnd" and event.get("DialStatus") == "ANSWER":
             await self._fallback_answered(event)
-        self.d.wake.set()
+        # (No wake-up of the queue here: a call these put back in the queue says so in the
+        # event stream, which wakes it; every AMI event was a claim that found nothing.)
 
     # ---- legs ------------------------------------------------------------------------------
     async def _new_channel(self, event: dict[str, str]) -> None:
@@ -86,12 +89,7 @@ class CallWatch:
         call_id, _, _, rid = leg
         channel = event.get("Channel", "")
         self.leg_channels[channel] = (call_id, rid)
-        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip per leg
-            pipe.hset(legs_key(call_id), rid, channel)
-            pipe.expire(legs_key(call_id), 86400)
-            pipe.hget(offers_key(call_id), rid)
-            *_, status_raw = await pipe.execute()
-        status = (status_raw or b"").decode()
+        status = await self.d.offers.leg_up(call_id, rid, channel)
         if not status.startswith("ringing") and status != "accepted":
             # The offer ended (the caller left, someone else took it) before Asterisk even
             # created this leg: it must not ring on.
@@ -117,20 +115,52 @@ class CallWatch:
         ended, status = await offers.leg_gone(call_id, rid, channel, "hung_up")
         if ended or status != "accepted":
             return  # it ended while ringing or in the whisper, or had ended before
-        await offers.end_call(rid, call_id, self.d.settings.wrapup_s)
-        await self.d.calls.event(call_id, "responder_left", responder=rid)
+        await offers.end_call(rid, call_id, self.d.settings.wrapup_s,
+                              event=event_body(call_id, "responder_left", responder=rid))
+        self._spawn(self._never_connected(call_id, rid))
 
-    async def _requeue(self, call_id: str, data: dict[str, str]) -> None:
+    async def _never_connected(self, call_id: str, rid: str) -> None:
+        """The leg of the responder who took the call ended before the caller was ever with
+        them, and the dialplan moved nobody: the whisper's FastAGI server died between the
+        accept and telling the leg (PR_ACCEPTED unset, so no PRResponderLeft). The caller
+        still waits where they were; the search starts again, rather than leave them until
+        the fallback group. After a grace: the dialplan's own word (PRResponderLeft,
+        PRCallerGone), sent before the leg's Hangup, goes first."""
+        await asyncio.sleep(HANGUP_GRACE_S)
+        data = await self.d._hash(call_id)
+        if data.get("connected_at") or data.get("cb_state") in (cb.CALLING, cb.PENDING) or \
+                not data.get("channel"):
+            return  # with them, or a callback (the caller isn't on the line): not this case
+        if await self._requeue(call_id, data, rid, "responder_never_connected"):
+            log.warning("call %s: %s took it but their leg ended before the caller reached "
+                        "them; searching again", call_id, rid)
+
+    async def _requeue(self, call_id: str, data: dict[str, str], rid: str,
+                       reason: str = "responder_left") -> bool:
+        """The call goes back to the queue if ``rid`` still has it, bridged (checked and
+        written in one transaction: the dialplan's PRResponderLeft and the leg's own end can
+        both ask)."""
         cycle = int(data.get("cycle") or 0) + 1
         score = data.get("queue_score") or str(time.time() * 1000)
+        key = call_key(call_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(call_key(call_id), mapping={
-                "state": "waiting", "accepted_by": "", "accepted_at": "", "owner": "",
-                "previous_responder": data.get("accepted_by", ""), "cycle": cycle, "wave": 0,
-                "connected_at": ""})
-            pipe.zadd(QUEUE, {call_id: float(score)})
-            await pipe.execute()
-        await self.d.calls.event(call_id, "requeued", reason="responder_left")
+            try:
+                await pipe.watch(key)
+                state, taker = await pipe.hmget(key, "state", "accepted_by")
+                if state != b"bridged" or (taker or b"").decode() != rid:
+                    return False
+                pipe.multi()
+                pipe.hset(key, mapping={
+                    "state": "waiting", "accepted_by": "", "accepted_at": "", "owner": "",
+                    "previous_responder": rid, "cycle": cycle, "wave": 0})
+                # Gone, not emptied: the next person's arrival is noted with HSETNX.
+                pipe.hdel(key, "connected_at")
+                pipe.zadd(QUEUE, {call_id: float(score)})
+                await pipe.execute()
+            except WatchError:
+                return False  # changed meanwhile: whoever changed it decided
+        await self.d.calls.event(call_id, "requeued", reason=reason)
+        return True
 
     async def _caller_gone(self, call_id: str, channel: str) -> None:
         """The caller's channel hung up: give the h extension's report a moment, then end
@@ -189,25 +219,22 @@ class CallWatch:
             return
         now = time.time()
         waited = now - float(data.get("created_at") or now)
-        fields = {"connected_at": f"{now:.3f}", "time_to_human_s": f"{waited:.3f}"}
+        fields = {"time_to_human_s": f"{waited:.3f}"}
         called_back = data.get("cb_outcome") == cb.BRIDGED and data.get("cb_result") == cb.BRIDGED
         if data.get("cb_requested_at") and (called_back or data.get("cb_state") == cb.REQUESTED):
             # From the request to a person: what the oversight report counts for callbacks.
             fields["cb_time_to_human_s"] = f"{now - float(data['cb_requested_at']):.3f}"
-        if data.get("cb_state") == cb.REQUESTED:
-            await self.redis.hset(call_key(call_id), mapping=fields)
+        bridged = event_body(call_id, "bridged", responder=winner,
+                             time_to_human_s=f"{waited:.3f}", callback=int(called_back))
+        holding = data.get("cb_state") == cb.REQUESTED
+        # Every dispatcher hears every node's rooms: the first to note the moment records it.
+        if not await self.d.calls.connected(call_id, now, fields, None if holding else bridged):
+            return
+        if holding:
             # Reached on the line while holding a request: it is done, nobody calls back.
             await self.d.callbacks.close(call_id, cb.BRIDGED, data.get("callback_number", ""))
             await self.d.calls.event(call_id, "bridged", responder=winner,
                                      time_to_human_s=f"{waited:.3f}", callback=int(called_back))
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(call_key(call_id), mapping=fields)
-                pipe.xadd(EVENTS, event_body(call_id, "bridged", responder=winner,  # type: ignore[arg-type]
-                                             time_to_human_s=f"{waited:.3f}",
-                                             callback=int(called_back)),
-                          maxlen=EVENTS_MAXLEN, approximate=True)
-                await pipe.execute()
         if called_back:
             # Held back at the accept (nobody to interpret for yet): the caller is here now.
             await self.d.interpreters.on_bridged(call_id, await self.d._hash(call_id))
@@ -265,4 +292,4 @@ class CallWatch:
             # the caller back to waiting ([pr-responder] h): the search starts again.
             data = await self.d._hash(call_id)
             if data.get("state") == "bridged" and data.get("accepted_by") == event.get("Responder"):
-                await self._requeue(call_id, data)
+                await self._requeue(call_id, data, event.get("Responder", ""))
