@@ -218,6 +218,7 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
     stop = asyncio.Event()
     floor_task = None
     dispatchers: list[subprocess.Popen] = []
+    recorders: list[int] = []
     spies: list[subprocess.Popen] = []
     try:  # the processes end with the run, even a failed or interrupted one
         # Started, not a guess at how long starting takes (seconds on a busy machine).
@@ -234,6 +235,8 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
                 await wait_ready(d, b"dispatcher: AMI", 60, "dispatcher")
             await asyncio.sleep(1.0)  # its reconcile at start, then its loops
             cpu0 = sum(cpu_seconds(d.pid) for d in dispatchers)
+            recorders = [pid for d in dispatchers for pid in children(d.pid)]
+            rec0 = sum(cpu_seconds(pid) for pid in recorders)
             spies = py_spy(dispatchers, n, mode, min(60.0, 4.0 + n * 0.05))
         else:
             floor_task = asyncio.create_task(floor_client(settings, r, stop))
@@ -247,7 +250,9 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
         wall = time.time() - started
         # Summed over the dispatchers: what the line pays per call, however it is shared.
         cpu = sum(cpu_seconds(d.pid) for d in dispatchers) - cpu0 if dispatchers else float("nan")
+        rec = sum(cpu_seconds(pid) for pid in recorders) - rec0 if dispatchers else float("nan")
         row = figures(mode, n, wall, watch, call_times(r), cpu)
+        row["recorder_cpu_per_call"] = rec / max(1, row["bridged"])
         stop.set()
         if floor_task:
             await floor_task
@@ -273,6 +278,18 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
         await server.close()
         await pbx.close()
     return row
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (a dispatcher's recorder, workers/dispatcher/recording.py),
+    once they are up."""
+    for _ in range(100):
+        found = [int(c) for f in Path(f"/proc/{pid}/task").glob("*/children")
+                 for c in f.read_text().split()]
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
 
 
 def py_spy(dispatchers: list[subprocess.Popen], n: int, mode: str,
@@ -375,7 +392,8 @@ def print_row(n: int, row: dict) -> None:
     print(f"{n:>5} {row['mode']:<15} {row['bridged']:>8} "
           f"{pct(o, 50) * 1000:>14.1f} / {pct(o, 99) * 1000:>8.1f}    "
           f"{pct(b, 50) * 1000:>12.1f} / {pct(b, 99) * 1000:>8.1f}   "
-          f"{row['cpu_per_call'] * 1000:>16.2f}")
+          f"{row['cpu_per_call'] * 1000:>16.2f}"
+          f"{row.get('recorder_cpu_per_call', float('nan')) * 1000:>17.2f}")
     if row["planned"]:
         w = row["planned"]
         print(f"{'':>5} {'':<15} {'':>8} of which queued->wave planned (Redis events): "
@@ -399,7 +417,8 @@ def print_ratios(n: int, rows: list[dict]) -> None:
 
 
 HEADER = (f"{'N':>5} {'mode':<15} {'bridged':>8} {'queued->originate p50/p99 ms':>30} "
-          f"{'accept->bridge p50/p99 ms':>27} {'dispatcher CPU ms/call':>23}")
+          f"{'accept->bridge p50/p99 ms':>27} {'dispatcher CPU ms/call':>23} "
+          f"{'recorder CPU ms/call':>20}")
 
 
 def ratio(a: float, b: float) -> float:
@@ -499,8 +518,9 @@ def main() -> None:
         print(flush=True)
     print(f"{people} responders on call, {base.ring_per_wave or 'all'} phones a wave. Dispatcher "
           "CPU: /proc/<pid>/stat (10 ms ticks), summed over the dispatcher processes (two in "
-          "'dispatchers x2'), per call bridged. Ratios: against the floor of the same N in the "
-          "same run.")
+          "'dispatchers x2'), per call bridged; recorder CPU: the same for the recorder "
+          "processes the dispatchers start (workers/dispatcher/recording.py), which write the "
+          "SQL records. Ratios: against the floor of the same N in the same run.")
     if not os.environ.get("BENCH_KEEP"):
         redis.Redis.from_url(base.effective_redis_url).flushdb()
 

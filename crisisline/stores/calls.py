@@ -15,11 +15,13 @@ the same call, and a dispatcher that dies leaves a lease that runs out and is re
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
 from crisisline.call import Call, State
+from crisisline.stores.coalesce import Coalesce
 from crisisline.stores.scripts import evalsha_many
 
 PREFIX = "pr:"
@@ -170,6 +172,21 @@ return 1
 """
 
 
+# The caller and the responder are together: noted once, by whoever hears it first (every
+# dispatcher hears every node). KEYS: call, events; ARGV: connected_at, the number n of
+# field/value pairs to set, those pairs, then the event's field/value pairs (none: no event).
+_CONNECTED = """
+if redis.call('HSETNX', KEYS[1], 'connected_at', ARGV[1]) == 0 then return 0 end
+local n = tonumber(ARGV[2])
+for i = 3, 2 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 2 + 2 * n then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '""" + str(EVENTS_MAXLEN) + """', '*',
+             unpack(ARGV, 3 + 2 * n))
+end
+return 1
+"""
+
+
 class CallStore:
     """Async adapter over Redis. One per process; cheap to share between sessions."""
 
@@ -181,6 +198,11 @@ class CallStore:
         self._renew = redis.register_script(_RENEW)
         self.wave_started_script = redis.register_script(_WAVE_STARTED)
         self._update = redis.register_script(_UPDATE)
+        self._connected = redis.register_script(_CONNECTED)
+        # Reads many handlers make at once (AMI events come in bursts): one round trip each.
+        self._reads: Coalesce[tuple[str, str | None], tuple[dict[str, str], dict[str, str]]] = \
+            Coalesce(self._read_many)
+        self._channels: Coalesce[str, bytes | None] = Coalesce(self._channels_many)
 
     async def event(self, call_id: str, type_: str, **fields: Any) -> None:
         await self.redis.xadd(EVENTS, event_body(call_id, type_, **fields),  # type: ignore[arg-type]
@@ -307,6 +329,40 @@ class CallStore:
     async def live(self) -> list[str]:
         return [m.decode() for m in await self.redis.smembers(LIVE)]
 
+    async def connected(self, call_id: str, at: float, fields: dict[str, str],
+                        event: dict[str, str] | None = None) -> bool:
+        """The caller is with a person now: ``connected_at``, ``fields`` and ``event``, all
+        or nothing, and only if nobody noted it before (False then)."""
+        flat = [x for kv in fields.items() for x in kv]
+        ev = [x for kv in (event or {}).items() for x in kv]
+        got = await evalsha_many(self.redis, [(self._connected, [call_key(call_id), EVENTS],
+                                               [f"{at:.3f}", str(len(fields)), *flat, *ev])])
+        return bool(got[0])
+
     async def call_on_channel(self, channel: str) -> str | None:
-        value = await self.redis.get(channel_key(channel))
+        value = await self._channels(channel)
         return value.decode() if value else None
+
+    async def _channels_many(self, channels: Sequence[str]) -> list[bytes | None]:
+        return await self.redis.mget([channel_key(c) for c in channels])
+
+    async def read(self, call_id: str, also: str | None = None
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+        """The call's hash, decoded (empty: no such call), and with ``also`` that hash too
+        (the call's offers, say), read in the same round trip as other reads made now."""
+        return await self._reads((call_id, also))
+
+    async def _read_many(self, wanted: Sequence[tuple[str, str | None]]
+                         ) -> list[tuple[dict[str, str], dict[str, str]]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call_id, also in wanted:
+                pipe.hgetall(call_key(call_id))
+                if also:
+                    pipe.hgetall(also)
+            got = iter(await pipe.execute())
+        out = []
+        for _, also in wanted:
+            data = {k.decode(): v.decode() for k, v in next(got).items()}
+            more = {k.decode(): v.decode() for k, v in next(got).items()} if also else {}
+            out.append((data, more))
+        return out

@@ -17,10 +17,13 @@ wins; everyone after is told the call was taken.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 
-from crisisline.stores.calls import CLAIMED, EVENTS, PREFIX, call_key
+from crisisline.stores.calls import CLAIMED, EVENTS, EVENTS_MAXLEN, PREFIX, call_key
+from crisisline.stores.coalesce import Coalesce
 from crisisline.stores.scripts import evalsha_many
 
 COMMANDS = PREFIX + "commands"
@@ -213,6 +216,9 @@ class OfferStore:
         self._listening = redis.register_script(_LISTENING)
         self._left = redis.register_script(_LEFT)
         self._talking = redis.register_script(_TALKING)
+        self._legs_up: Coalesce[tuple[str, str, str], str] = Coalesce(self._up_many)
+        self._legs_gone: Coalesce[tuple[str, str, str, str], tuple[bool, str]] = \
+            Coalesce(self._gone_many)
 
     async def ring(self, call_id: str, rid: str, wave: int, cycle: int) -> bool:
         """Claim this responder for this call's wave; False if busy or already offered."""
@@ -289,26 +295,58 @@ class OfferStore:
         channel = await self._take_leg(keys=[legs_key(call_id)], args=[rid])
         return channel.decode() if channel else None
 
+    async def leg_up(self, call_id: str, rid: str, channel: str) -> str:
+        """The responder's leg is up as ``channel`` (its Newchannel): noted in the legs hash,
+        so any dispatcher can hang it up. Returns their offer's status now. Legs that come up
+        together go to Redis together (AMI Newchannels come by the thousand at 500 callers)."""
+        return await self._legs_up((call_id, rid, channel))
+
+    async def _up_many(self, legs: Sequence[tuple[str, str, str]]) -> list[str]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call_id, rid, channel in legs:
+                pipe.hset(legs_key(call_id), rid, channel)
+                pipe.expire(legs_key(call_id), 86400)
+                pipe.hget(offers_key(call_id), rid)
+            got = await pipe.execute()
+        return [(status or b"").decode() for status in got[2::3]]
+
     async def leg_gone(self, call_id: str, rid: str, channel: str, reason: str) -> tuple[bool, str]:
         """The responder's leg ``channel`` hung up: it leaves the legs hash, and their offer,
-        if still open, ends with ``reason``. Returns (it ended now, the offer's status after):
-        one round trip, as AMI Hangups come by the thousand at 500 callers."""
-        got = await evalsha_many(
-            self.redis, [(self._forget_leg, [legs_key(call_id)], [rid, channel]),
-                         (self._pass, [offers_key(call_id), EVENTS, responder_key(rid)],
-                          [call_id, rid, reason, f"{time.time():.3f}"])],
-            also=lambda pipe: pipe.hget(offers_key(call_id), rid))
-        return bool(got[1]), (got[2] or b"").decode()
+        if still open, ends with ``reason``. Returns (it ended now, the offer's status after).
+        Legs that end together go to Redis together."""
+        return await self._legs_gone((call_id, rid, channel, reason))
+
+    async def _gone_many(self, legs: Sequence[tuple[str, str, str, str]]) -> list[tuple[bool, str]]:
+        now = f"{time.time():.3f}"
+        calls = []
+        for call_id, rid, channel, reason in legs:
+            calls.append((self._forget_leg, [legs_key(call_id)], [rid, channel]))
+            calls.append((self._pass, [offers_key(call_id), EVENTS, responder_key(rid)],
+                          [call_id, rid, reason, now]))
+
+        def statuses(pipe: Any) -> None:
+            for call_id, rid, _, _ in legs:
+                pipe.hget(offers_key(call_id), rid)
+
+        got = await evalsha_many(self.redis, calls, also=statuses)
+        n = len(legs)
+        return [(bool(got[2 * i + 1]), (got[2 * n + i] or b"").decode()) for i in range(n)]
 
     async def listening(self, call_id: str, rid: str) -> bool:
         """The responder's phone answered and the whisper is playing; False when the offer
         already ended (then the whisper has nothing to offer)."""
         return bool(await self._listening(keys=[offers_key(call_id)], args=[rid]))
 
-    async def end_call(self, rid: str, call_id: str, wrapup_s: float = 0.0) -> bool:
-        """The responder's leg of ``call_id`` ended: they rest ``wrapup_s``, then are free."""
-        return bool(await self._left(keys=[responder_key(rid)],
-                                     args=[call_id, f"{time.time() + wrapup_s:.3f}"]))
+    async def end_call(self, rid: str, call_id: str, wrapup_s: float = 0.0,
+                       event: dict[str, str] | None = None) -> bool:
+        """The responder's leg of ``call_id`` ended: they rest ``wrapup_s``, then are free.
+        ``event``: written to the event stream in the same round trip."""
+        got = await evalsha_many(
+            self.redis, [(self._left, [responder_key(rid)],
+                          [call_id, f"{time.time() + wrapup_s:.3f}"])],
+            also=(lambda pipe: pipe.xadd(EVENTS, event, maxlen=EVENTS_MAXLEN, approximate=True))
+            if event else None)
+        return bool(got[0])
 
     async def offers(self, call_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(offers_key(call_id))

@@ -204,20 +204,12 @@ class Dispatcher(CallEnds, CallWaits):
 
     # ---- one call ------------------------------------------------------------------------
     async def _hash(self, call_id: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(call_key(call_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return (await self.calls.read(call_id))[0]
 
     async def _call_and_offers(self, call_id: str,
                                offers: bool) -> tuple[dict[str, str], dict[str, str]]:
         """The call's hash and (with ``offers``) its offers: one round trip."""
-        if not offers:
-            return await self._hash(call_id), {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(call_key(call_id))
-            pipe.hgetall(offers_key(call_id))
-            raw, raw_offers = await pipe.execute()
-        return ({k.decode(): v.decode() for k, v in raw.items()},
-                {k.decode(): v.decode() for k, v in raw_offers.items()})
+        return await self.calls.read(call_id, offers_key(call_id) if offers else None)
 
     async def _still_mine(self, call_id: str) -> bool:
         """Renew the lease; False when another dispatcher owns the call now."""
@@ -240,6 +232,20 @@ class Dispatcher(CallEnds, CallWaits):
         (the caller has unattended_s before the dialplan stops waiting for us)."""
         self._spawn(self.attend(data))
         return time.monotonic() + float(self.settings.unattended_s) / 3
+
+    def _first_attend(self, data: dict[str, str]) -> float:
+        """When to first tell Asterisk this caller is looked after. The IVR marks them so for
+        unattended_s as it queues them: a call taken fresh from the queue needs no word from
+        us before a third of that has gone (an AMI round trip fewer per call). Any other - put
+        back after a responder left, restored from the PBX, a callback - at once."""
+        unattended = float(self.settings.unattended_s)
+        queued = float(data.get("queued_at") or 0)
+        age = time.time() - queued
+        fresh = queued and 0 <= age < unattended / 3 and int(data.get("cycle") or 0) == 0 and \
+            not (data.get("restored") or data.get("previous_responder") or data.get("cb_state"))
+        if fresh:
+            return time.monotonic() + unattended / 3 - age
+        return self.attend_soon(data)
 
     def _now(self) -> datetime:
         return clock.now(self.settings.timezone, self.settings.clock)
@@ -282,7 +288,7 @@ class Dispatcher(CallEnds, CallWaits):
                         or data.get("created_at") or time.time())
         if self._may_have_missed_events(data) and not await self._caller_still_waiting(call_id, data):
             return
-        attend_at = self.attend_soon(data)
+        attend_at = self._first_attend(data)
         cycle_started, rung_in_cycle = time.time(), 0
         score = float(data.get("queue_score") or time.time() * 1000)
         fresh = True  # ``data`` was just read and the lease just taken: no need to look again

@@ -82,27 +82,29 @@ class CallEnds:
         channels = await self.offers.end_offers(call_id, rids, reason, unclaim)
         await asyncio.gather(*(self.ami.hangup(channel) for channel in channels))
 
-    async def cancel_legs(self: Dispatcher, call_id: str, keep: str | None = None) -> None:
-        """Hang up every leg of this call still ringing or in its whisper, except ``keep``."""
+    async def cancel_legs(self: Dispatcher, call_id: str, keep: str | None = None) -> str:
+        """Hang up every leg of this call still ringing or in its whisper, except ``keep``.
+        Returns the call's callback state as read (``connect`` needs it: no second read)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(offers_key(call_id))
-            pipe.hget(call_key(call_id), "source")
-            raw, source = await pipe.execute()
+            pipe.hmget(call_key(call_id), "source", "cb_state")
+            raw, (source, cb_state) = await pipe.execute()
         ringing = [rid.decode() for rid, status in raw.items()
                    if rid.decode() != keep and status.startswith(b"ringing")]
         await self.end_offers(call_id, ringing, "cancelled", (source or b"").decode(),
                               unclaim=True)
+        return (cb_state or b"").decode()
 
     async def connect(self: Dispatcher, call_id: str, data: dict[str, str]) -> None:
         """A responder took it; their leg is already moving the caller to the room (dialplan
         [pr-responder]). Cancel the others; add an interpreter if needed. The bridge itself
         is recorded when both are in the room (CallWatch)."""
         winner = data.get("accepted_by", "")
-        await self.cancel_legs(call_id, keep=winner)
+        cb_state = await self.cancel_legs(call_id, keep=winner)
         if data.get("source") == Source.TEXT:
             await self.texts.connected(call_id, data)  # no interpreter line for texts
             return
-        if await self.calls.field(call_id, "cb_state") == cb.CALLING:
+        if cb_state == cb.CALLING:
             return  # the caller isn't there yet: an interpreter joins once they are (CallWatch)
         await self.interpreters.on_bridged(call_id, data)
 

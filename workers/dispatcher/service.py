@@ -1,11 +1,10 @@
-"""``peoples-response dispatcher``: the dispatcher, the recorder and supervisor commands,
-in one asyncio process that alone talks to AMI."""
+"""``peoples-response dispatcher``: the dispatcher and supervisor commands, in one asyncio
+process that alone talks to AMI; its recorder runs beside it as a child (recording.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 
 from crisisline import db, destinations
@@ -20,7 +19,7 @@ from workers.dispatcher.ami import supervisor_leg_id
 from workers.dispatcher.dispatcher import Dispatcher
 from workers.dispatcher.nodes import gateway_for
 from workers.dispatcher.reconcile import Reconciler
-from workers.dispatcher.recorder import Recorder
+from workers.dispatcher.recording import RecorderChild
 
 log = logging.getLogger(__name__)
 ROSTER_TTL_S = 15.0
@@ -153,7 +152,10 @@ async def sweep_audio(settings: Settings, stop: asyncio.Event) -> None:
             pass
 
 
-async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+async def serve(settings: Settings, ready: asyncio.Event | None = None,
+                recorder: RecorderChild | None = None) -> None:
+    """``recorder``: the child process that writes the call records (None: another process
+    does, e.g. ``peoples-response recorder`` run on its own)."""
     db.upgrade(settings)
     redis = async_redis(settings.effective_redis_url)
     ami = gateway_for(settings, redis)  # one AMI session, or one per node (PR_PBX_NODES)
@@ -161,11 +163,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     await roster.refresh()
     dispatcher = Dispatcher(settings, CallStore(redis), OfferStore(redis), ami, roster,
                             lease_s=settings.dispatch_lease_s)
-    recorder = Recorder(redis, db.engine_for(settings), f"recorder-{os.getpid()}",
-                        wrapup_s=settings.wrapup_s)
     where = (", ".join(f"{n}={a}" for n, a in settings.pbx_nodes.items()) or
              f"{settings.ami_host}:{settings.ami_port}")
     with stop_on_signals() as stop:
+        keep_recorder = asyncio.create_task(recorder.keep(stop)) if recorder else None
         while not stop.is_set():
             try:
                 await ami.connect()
@@ -188,9 +189,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         if ready is not None:
             ready.set()
         try:
-            await asyncio.gather(dispatcher.run(stop), recorder.run(stop),
-                                 roster.keep_fresh(stop), Commands(dispatcher).run(stop),
-                                 reconciler.run(stop), sweep_audio(settings, stop))
+            await asyncio.gather(dispatcher.run(stop), roster.keep_fresh(stop),
+                                 Commands(dispatcher).run(stop), reconciler.run(stop),
+                                 sweep_audio(settings, stop))
         finally:
             ami.close()
+            if keep_recorder is not None:
+                keep_recorder.cancel()
+                recorder.stop()
             await redis.aclose()
