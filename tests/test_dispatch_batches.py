@@ -36,12 +36,16 @@ class NotedAmi:
         self.originate_results: list = []
         self.listening_since = None
         self.originated: list[tuple[str, str]] = []
+        self.hung_up: list[str] = []
 
     def originate(self, channel_id: str, destination: str, *args: object, **kw: object) -> None:
         self.originated.append((channel_id, destination))
 
     async def setvar(self, *args: object) -> bool:
         return True
+
+    async def hangup(self, channel: str, cause: int = 16) -> None:
+        self.hung_up.append(channel)
 
 
 def roster(n: int, *, teams: int = 1, seed: int | None = None) -> RosterSnapshot:
@@ -361,3 +365,73 @@ async def test_calls_are_taken_in_queue_order_with_their_hashes(settings, client
     assert all(data["owner"] == "d1" and data["state"] == "dispatching" for _, data in taken)
     assert await store.claim_next("d1", 30) == "c0"
     assert await store.claim("d1", 30, 5) == []
+
+
+@pytest.mark.parametrize("extra, at_once", [
+    ({}, False),
+    ({"restored": "1"}, True),  # put back from the PBX: its channel's mark may be old
+    ({"previous_responder": "r001", "cycle": "1"}, True),  # back after a responder left
+    ({"cb_state": "requested"}, True),
+    ({"queued_at_age": 30}, True),  # queued long ago (a lease ran out meanwhile)
+])
+def test_a_call_fresh_from_the_queue_is_not_marked_attended_again_at_once(
+        settings, client, extra, at_once):
+    """The IVR marks a caller attended for unattended_s as it queues them (PR_ATTENDED_UNTIL):
+    the dispatcher's first word can wait a third of that; any call not fresh from the IVR
+    gets it at once, before the dialplan could give up on it."""
+    d = dispatcher(settings, client, roster(1))
+    said: list[dict] = []
+    d.attend_soon = lambda data: said.append(data) or time.monotonic()  # type: ignore[method-assign]
+    age = extra.pop("queued_at_age", 2)
+    data = {"queued_at": f"{time.time() - age:.3f}", "cycle": "0", "channel": "PJSIP/c-1",
+            **extra}
+    at = d._first_attend(data)
+    if at_once:
+        assert said == [data]
+    else:
+        third = settings.unattended_s / 3
+        assert not said and third - age - 1 < at - time.monotonic() <= third - age + 0.01
+
+
+@pytest.mark.parametrize("joined", [False, True])
+async def test_a_responder_left_waiting_for_a_caller_who_hung_up_on_the_way_is_let_go(
+        settings, client, monkeypatch, joined):
+    """The caller hung up while being moved to the room (during "connecting you now"): they
+    never joined it, and the responder's leg would wait in it for them for good while Redis,
+    the call being over, has them free, and rings them for the next caller (the soak found
+    one in two rooms at once). Once the call has ended, that leg is hung up; a leg the room
+    already let go (the usual case) is not hung up again."""
+    monkeypatch.setattr("workers.dispatcher.watch.HANGUP_GRACE_S", 0.05)
+    d = dispatcher(settings, client, roster(2))
+    await client.hset("pr:call:c3", mapping={
+        "id": "c3", "state": "ended", "accepted_by": "r000", "channel": "PJSIP/caller-3"})
+    await client.set("pr:channel:PJSIP/caller-3", "c3")
+    if not joined:
+        await client.hset("pr:legs:c3", "r000", "PJSIP/r000-3")
+    await d.watch.on_event({"Event": "Hangup", "Uniqueid": "1.3", "Channel": "PJSIP/caller-3"})
+    await asyncio.sleep(0.3)
+    assert d.ami.hung_up == ([] if joined else ["PJSIP/r000-3"])
+
+
+def test_an_action_on_a_closing_ami_connection_waits_for_the_reconnect():
+    """uvloop raises on a write to a closing transport; the action is kept (panoramisk sends
+    it again once logged in again), as on asyncio's loop, and nothing is written."""
+    from workers.dispatcher.ami import _Protocol
+
+    class Closing:
+        def is_closing(self) -> bool:
+            return True
+
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("the handler is closed")
+
+    async def send() -> None:
+        proto = _Protocol.__new__(_Protocol)
+        proto.responses = {}
+        proto.transport = Closing()
+        fut = proto.send({"Action": "Setvar", "Channel": "PJSIP/x", "Variable": "A",
+                          "Value": "1"})
+        assert not fut.done() and len(proto.responses) >= 1
+
+    asyncio.run(send())
+

@@ -90,9 +90,11 @@ class Records(SoakState):
                 continue
             end = rec["ended_at"]
             c = callers.get(cid)
-            if c is not None and c.how == "talked" and c.ended is not None and c.ended < end:
+            if c is not None and c.how in ("talked", "dropped (node crash)") and \
+                    c.ended is not None and c.ended < end:
                 # Our own caller, with the responder on their own channel (not a callback:
-                # then the line's second channel to them was the one bridged): gone then.
+                # then the line's second channel to them was the one bridged): gone then,
+                # and the responder's leg with them (the room, or the crashed node, ended it).
                 end = c.ended
             elif rec["end_reason"] == "pbx_gone":
                 # A caller called back, on a node that crashed: gone with the node.

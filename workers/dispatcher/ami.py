@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from panoramisk import Manager
+from panoramisk import Manager, actions
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
@@ -70,6 +70,23 @@ class _Protocol(AMIProtocol):
             message = Message.from_line(block)
             if message is not None:
                 self.handle_message(message)
+
+
+    def send(self, data: Any, as_list: bool = False) -> Any:
+        """panoramisk 1.4's send, except on a connection that is closing: the action is kept
+        for panoramisk's re-send after the reconnect, as on asyncio's loop, and not written
+        (uvloop raises on such a write, and panoramisk logged a traceback for each: hundreds
+        while a node was down)."""
+        transport = getattr(self, "transport", None)
+        if transport is None or not transport.is_closing():
+            return super().send(data, as_list)
+        if not isinstance(data, actions.Action):
+            data = (actions.Command if "Command" in data else actions.Action)(data, as_list=as_list)
+        data.as_list = as_list
+        self.responses[data.id] = data
+        if data.action_id:
+            self.responses[data.action_id] = data
+        return data.future
 
 
 def _as_dict(message: Any) -> dict[str, str]:

@@ -54,6 +54,7 @@ FREEING = {b"offer_passed", b"caller_hung_up", b"call_ended", b"responder_left",
 QUIET = {b"offer_ringing", b"wave_started", b"wave_timeout", b"waves_exhausted", b"claimed"}
 CLAIM_BATCH = 20  # calls taken from the queue per round trip
 HOUSEKEEPING_S = 0.2  # leases run out and callbacks come due: looked at this often
+MIN_CYCLE_S = 5.0  # a cycle of waves (everyone rung once) starts at most this often
 
 
 class Dispatcher(CallEnds, CallWaits):
@@ -333,8 +334,16 @@ class Dispatcher(CallEnds, CallWaits):
                     await self.offer_callback(call_id, data)
                 cycle += 1
                 last_wave = 0
-                cycle_started, rung_in_cycle = time.time(), 0
+                previous_start, cycle_started, rung_in_cycle = cycle_started, time.time(), 0
                 await self.redis.hset(call_key(call_id), mapping={"cycle": cycle, "wave": 0})
+                # The next cycle rings the same people again, but never at once: a phone that
+                # answers "busy" straight away was rung again and again, many times a second
+                # (bench/soak.py: one call, 450 cycles). Anything that happens to the call
+                # meanwhile (taken, gone) is read at the top of the loop.
+                gap = min(self.settings.wave_timeout_s, MIN_CYCLE_S)
+                if previous_start + gap > time.time():
+                    await self._pause(call_id, previous_start + gap)
+                    continue
                 # Nobody to ring right now: wait a little before planning again.
                 outcome, attend_at, data, won = await self._starve(
                     call_id, score, data, cycle, attend_at,
@@ -358,6 +367,17 @@ class Dispatcher(CallEnds, CallWaits):
                 await self.cancel_legs(call_id)
                 return
             await self.end_wave(call_id, wave, cycle, data.get("source", ""))
+
+    async def _pause(self, call_id: str, until: float) -> None:
+        """Wait until ``until`` (epoch s), unless the call is taken or over meanwhile."""
+        waiter = self.waiters.setdefault(call_id, asyncio.Event())
+        while time.time() < until:
+            await self._wait_for(call_id, waiter, until - time.time())
+            if call_id in self.changed:
+                self.changed.discard(call_id)
+                data = await self._hash(call_id)
+                if data.get("accepted_by") or data.get("state") not in LIVE:
+                    return
 
     def ring(self, call_id: str, responder: Responder, cycle: int, wave: int, speaks: bool,
              timeout_s: float, source: str = "") -> None:

@@ -167,15 +167,30 @@ class CallWatch:
         the call as what it was if nobody did (no FastAGI server to run it)."""
         await asyncio.sleep(HANGUP_GRACE_S)
         data = await self.d._hash(call_id)
-        if data.get("channel") != channel or data.get("state") not in LIVE_STATES:
+        if data.get("channel") != channel:
             return
         calls = self.d.calls
-        if data.get("state") == "bridged" or data.get("time_to_human_s"):
-            await calls.end(call_id, State.ENDED, "bridged", "call_ended", "channel_hung_up")
-        else:
-            await calls.end(call_id, State.ABANDONED, "", "caller_hung_up", "channel_hung_up")
-        if await calls.field(call_id, "state") not in LIVE_STATES:
-            await self.d.cancel_legs(call_id)  # (a callback request goes on ringing)
+        if data.get("state") in LIVE_STATES:
+            if data.get("state") == "bridged" or data.get("time_to_human_s"):
+                await calls.end(call_id, State.ENDED, "bridged", "call_ended", "channel_hung_up")
+            else:
+                await calls.end(call_id, State.ABANDONED, "", "caller_hung_up", "channel_hung_up")
+            data = await self.d._hash(call_id)
+            if data.get("state") not in LIVE_STATES:
+                await self.d.cancel_legs(call_id)  # (a callback request goes on ringing)
+        await self._release_taker(call_id, data)
+
+    async def _release_taker(self, call_id: str, data: dict[str, str]) -> None:
+        """The call is over: the responder who took it leaves too. Normally the room sees to
+        it (the caller is its marked user), but a caller who hung up between being moved and
+        reaching the room never joined it, and the responder's leg would wait there for them
+        for good (wait_marked), on no call as far as Redis knows, and be rung for the next
+        one while still in that room (found by bench/soak.py)."""
+        rid = data.get("accepted_by", "")
+        if not rid or rid.startswith("supervisor:") or data.get("state") in LIVE_STATES or \
+                data.get("cb_state") in (cb.CALLING, cb.PENDING):
+            return
+        await self.d.hangup_leg(call_id, rid)  # (only if still up: once, by one dispatcher)
 
     async def on_originate_result(self, channel_id: str, result: dict[str, str]) -> None:
         leg = parse_leg_id(channel_id)
