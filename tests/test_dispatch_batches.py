@@ -260,7 +260,7 @@ async def test_two_dispatchers_hearing_one_room_record_the_person_once(settings,
     bridged = [b for _, b in await client.xrange("pr:events") if b[b"type"] == b"bridged"]
     assert len(bridged) == 1 and bridged[0][b"responder"] == b"r000"
     assert await client.hget("pr:call:c1", "time_to_human_s")
-    await d1.watch._requeue("c1", {"accepted_by": "r000", "cycle": "0"}, "r000")
+    await d1.watch._requeue("c1", "r000")
     assert await client.hget("pr:call:c1", "connected_at") is None
     await client.hset("pr:call:c1", mapping={"state": "bridged", "accepted_by": "r001"})
     await client.hset("pr:legs:c1", "r001", "PJSIP/r001-1")

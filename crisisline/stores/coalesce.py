@@ -54,14 +54,15 @@ class Coalesce(Generic[Item, Result]):
         self.batches += 1
         try:
             results = await self.run([item for item, _ in live])
-        except BaseException as exc:
+        except Exception as exc:
             for _, fut in live:
                 if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else
-                                      asyncio.CancelledError())
-            if not isinstance(exc, Exception):
-                raise
+                    fut.set_exception(exc)
             return
+        except BaseException:  # cancelled (the loop is stopping): so are its requests
+            for _, fut in live:
+                fut.cancel()
+            raise
         for (_, fut), result in zip(live, results, strict=True):
             if not fut.done():
                 fut.set_result(result)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from panoramisk import Manager, actions
+from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
@@ -71,22 +71,29 @@ class _Protocol(AMIProtocol):
             if message is not None:
                 self.handle_message(message)
 
-
     def send(self, data: Any, as_list: bool = False) -> Any:
-        """panoramisk 1.4's send, except on a connection that is closing: the action is kept
-        for panoramisk's re-send after the reconnect, as on asyncio's loop, and not written
-        (uvloop raises on such a write, and panoramisk logged a traceback for each: hundreds
-        while a node was down)."""
+        """panoramisk's send; on a connection that is closing, the action is kept for its
+        re-send after the reconnect without being written, as on asyncio's loop (uvloop
+        raises on such a write, and panoramisk logged a traceback for each: hundreds while a
+        node was down)."""
         transport = getattr(self, "transport", None)
         if transport is None or not transport.is_closing():
             return super().send(data, as_list)
-        if not isinstance(data, actions.Action):
-            data = (actions.Command if "Command" in data else actions.Action)(data, as_list=as_list)
-        data.as_list = as_list
-        self.responses[data.id] = data
-        if data.action_id:
-            self.responses[data.action_id] = data
-        return data.future
+        self.transport = _NOWHERE
+        try:
+            return super().send(data, as_list)
+        finally:
+            self.transport = transport
+
+
+class _Nowhere:
+    """Where an action goes while its connection is down: panoramisk re-sends it later."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+_NOWHERE = _Nowhere()
 
 
 def _as_dict(message: Any) -> dict[str, str]:

@@ -131,31 +131,31 @@ class CallWatch:
         if data.get("connected_at") or data.get("cb_state") in (cb.CALLING, cb.PENDING) or \
                 not data.get("channel"):
             return  # with them, or a callback (the caller isn't on the line): not this case
-        if await self._requeue(call_id, data, rid, "responder_never_connected"):
+        if await self._requeue(call_id, rid, "responder_never_connected"):
             log.warning("call %s: %s took it but their leg ended before the caller reached "
                         "them; searching again", call_id, rid)
 
-    async def _requeue(self, call_id: str, data: dict[str, str], rid: str,
-                       reason: str = "responder_left") -> bool:
+    async def _requeue(self, call_id: str, rid: str, reason: str = "responder_left") -> bool:
         """The call goes back to the queue if ``rid`` still has it, bridged (checked and
         written in one transaction: the dialplan's PRResponderLeft and the leg's own end can
         both ask)."""
-        cycle = int(data.get("cycle") or 0) + 1
-        score = data.get("queue_score") or str(time.time() * 1000)
         key = call_key(call_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
-                state, taker = await pipe.hmget(key, "state", "accepted_by")
+                state, taker, cycle_raw, score_raw = await pipe.hmget(
+                    key, "state", "accepted_by", "cycle", "queue_score")
                 if state != b"bridged" or (taker or b"").decode() != rid:
                     return False
+                cycle = int(cycle_raw or 0) + 1
+                score = float(score_raw or time.time() * 1000)
                 pipe.multi()
                 pipe.hset(key, mapping={
                     "state": "waiting", "accepted_by": "", "accepted_at": "", "owner": "",
                     "previous_responder": rid, "cycle": cycle, "wave": 0})
                 # Gone, not emptied: the next person's arrival is noted with HSETNX.
                 pipe.hdel(key, "connected_at")
-                pipe.zadd(QUEUE, {call_id: float(score)})
+                pipe.zadd(QUEUE, {call_id: score})
                 await pipe.execute()
             except WatchError:
                 return False  # changed meanwhile: whoever changed it decided
@@ -239,17 +239,18 @@ class CallWatch:
         if data.get("cb_requested_at") and (called_back or data.get("cb_state") == cb.REQUESTED):
             # From the request to a person: what the oversight report counts for callbacks.
             fields["cb_time_to_human_s"] = f"{now - float(data['cb_requested_at']):.3f}"
-        bridged = event_body(call_id, "bridged", responder=winner,
-                             time_to_human_s=f"{waited:.3f}", callback=int(called_back))
+        said = {"responder": winner, "time_to_human_s": f"{waited:.3f}",
+                "callback": int(called_back)}
         holding = data.get("cb_state") == cb.REQUESTED
         # Every dispatcher hears every node's rooms: the first to note the moment records it.
-        if not await self.d.calls.connected(call_id, now, fields, None if holding else bridged):
+        # (Holding a request: its event comes after the request is closed, below.)
+        if not await self.d.calls.connected(
+                call_id, now, fields, None if holding else event_body(call_id, "bridged", **said)):
             return
         if holding:
             # Reached on the line while holding a request: it is done, nobody calls back.
             await self.d.callbacks.close(call_id, cb.BRIDGED, data.get("callback_number", ""))
-            await self.d.calls.event(call_id, "bridged", responder=winner,
-                                     time_to_human_s=f"{waited:.3f}", callback=int(called_back))
+            await self.d.calls.event(call_id, "bridged", **said)
         if called_back:
             # Held back at the accept (nobody to interpret for yet): the caller is here now.
             await self.d.interpreters.on_bridged(call_id, await self.d._hash(call_id))
@@ -305,6 +306,4 @@ class CallWatch:
         elif kind == "PRResponderLeft":
             # The responder's leg ended with the caller still on the line; Asterisk has sent
             # the caller back to waiting ([pr-responder] h): the search starts again.
-            data = await self.d._hash(call_id)
-            if data.get("state") == "bridged" and data.get("accepted_by") == event.get("Responder"):
-                await self._requeue(call_id, data, event.get("Responder", ""))
+            await self._requeue(call_id, event.get("Responder", ""))
