@@ -56,7 +56,8 @@ class Scenario:
     hangup_after: int | None = None
     phones: dict[str, str] = field(default_factory=dict)  # responder id -> behaviour
     default_phone: str = "answer:1"
-    # agi_down, agi_killed_after_queue, first_agi_refuses, no_dispatcher, redis_down
+    # agi_down, agi_killed_after_queue, first_agi_refuses, no_dispatcher, redis_down,
+    # hangup_on_accept
     fault: str | None = None
     expect: dict[str, Any] = field(default_factory=dict)
 
@@ -115,6 +116,12 @@ SCENARIOS = [
     # runs the whole call on the second, the caller never noticing ([pr-agi]).
     Scenario("first_fastagi_server_down", fault="first_agi_refuses",
              expect={"outcome": "bridged", "language": "es", "queued": True}),
+    # The caller hangs up the moment a responder takes the call: while "connecting you now"
+    # plays, before they reach the room. No responder may be left behind on the PBX (their
+    # leg would wait in the room for a caller who never comes, while Redis has them free:
+    # bench/soak.py found it), whichever side of the room the hang-up lands.
+    Scenario("hang_up_as_the_responder_takes_it", fault="hangup_on_accept",
+             expect={"queued": True, "legs_left": 0}),
     Scenario("no_dispatcher", fault="no_dispatcher",
              expect={"outcome": "fallback", "fallback_answered": True}),
     Scenario("no_redis", fault="redis_down", expect={"outcome": "fallback", "queued": False}),
@@ -235,6 +242,12 @@ async def _run(pbx: str, system: Any, scenario: Scenario) -> Observed:
         if scenario.fault == "agi_killed_after_queue":
             await until(lambda: record().get("queued_at"), 40)
             system.agi.abort()
+        if scenario.fault == "hangup_on_accept":
+            await until(lambda: record().get("accepted_by"), 60)
+            await hang_up(pbx, system, handle)
+            await until(lambda: record().get("state") in FINAL, 20)
+            await asyncio.sleep(3.0)  # (the dispatcher gives a caller's hang-up 1 s of grace)
+            return Observed(record(), trace, len(_channels(pbx, system)))
         if scenario.hangup_after:
             await until(lambda: record().get("state") in FINAL, 60)
             if pbx == "standin":
@@ -259,7 +272,7 @@ async def _run(pbx: str, system: Any, scenario: Scenario) -> Observed:
 
 
 def _channels(pbx: str, system: Any) -> list[str]:
-    """Responder legs still up, named by their offer state (for 'legs_left')."""
+    """Responder legs still up, ringing or in a room (for 'legs_left')."""
     if pbx == "real":
         out = system.line.pbx_proc.cli("core show channels concise")
         return ["ringing" for line in out.splitlines() if "pr-responder" in line]

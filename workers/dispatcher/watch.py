@@ -45,11 +45,11 @@ class CallWatch:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.d = dispatcher
         # Who is in each room now: conference -> channel names (from ConfbridgeJoin/Leave).
+        # Kept by every dispatcher, on duty for the node or not (duty.py): one taking over
+        # the duty knows who is where.
         self.rooms: dict[str, set[str]] = {}
-        # Responder legs by channel name: channel -> (call id, responder id).
-        self.leg_channels: dict[str, tuple[str, str]] = {}
         self._later: set[asyncio.Task] = set()
-        dispatcher.ami.handlers.append(self.on_event)
+        # An Originate's answer comes only to the session that sent it: always handled here.
         dispatcher.ami.originate_results.append(self.on_originate_result)
 
     @property
@@ -61,8 +61,21 @@ class CallWatch:
         self._later.add(task)
         task.add_done_callback(self._later.discard)
 
-    async def on_event(self, event: dict[str, str]) -> None:
-        # Only the events in ami.HANDLED_EVENTS reach here: one read here needs it there.
+    def observe(self, event: dict[str, str]) -> None:
+        """What every dispatcher notes of an event, on duty or not: who is in which room.
+        Only the events in ami.HANDLED_EVENTS reach here: one read here needs it there."""
+        name = event.get("Event", "")
+        if name == "ConfbridgeJoin":
+            self.rooms.setdefault(event.get("Conference", ""), set()).add(event.get("Channel", ""))
+        elif name == "ConfbridgeLeave":
+            self.rooms.get(event.get("Conference", ""), set()).discard(event.get("Channel", ""))
+        elif name == "ConfbridgeEnd":
+            self.rooms.pop(event.get("Conference", ""), None)
+
+    async def act(self, event: dict[str, str]) -> None:
+        """What the dispatcher on duty for the event's node does about it (duty.py). Every
+        write here may be made twice (a duty changing hands replays the last seconds'
+        events) and must come out the same."""
         name = event.get("Event", "")
         if name == "Newchannel":
             await self._new_channel(event)
@@ -70,10 +83,6 @@ class CallWatch:
             await self._hangup(event)
         elif name == "ConfbridgeJoin":
             await self._joined(event)
-        elif name == "ConfbridgeLeave":
-            self.rooms.get(event.get("Conference", ""), set()).discard(event.get("Channel", ""))
-        elif name == "ConfbridgeEnd":
-            self.rooms.pop(event.get("Conference", ""), None)
         elif name == "UserEvent":
             await self._user_event(event)
         elif name == "DialEnd" and event.get("DialStatus") == "ANSWER":
@@ -81,15 +90,18 @@ class CallWatch:
         # (No wake-up of the queue here: a call these put back in the queue says so in the
         # event stream, which wakes it; every AMI event was a claim that found nothing.)
 
+    async def on_event(self, event: dict[str, str]) -> None:
+        """Both, for one dispatcher acting on everything (tests that drive events by hand)."""
+        self.observe(event)
+        await self.act(event)
+
     # ---- legs ------------------------------------------------------------------------------
     async def _new_channel(self, event: dict[str, str]) -> None:
         leg = parse_leg_id(event.get("Uniqueid", ""))
         if leg is None:
             return
         call_id, _, _, rid = leg
-        channel = event.get("Channel", "")
-        self.leg_channels[channel] = (call_id, rid)
-        status = await self.d.offers.leg_up(call_id, rid, channel)
+        status = await self.d.offers.leg_up(call_id, rid, event.get("Channel", ""))
         if not status.startswith("ringing") and status != "accepted":
             # The offer ended (the caller left, someone else took it) before Asterisk even
             # created this leg: it must not ring on.
@@ -100,7 +112,6 @@ class CallWatch:
         leg = parse_leg_id(event.get("Uniqueid", ""))
         if leg is not None:
             call_id, _, _, rid = leg
-            self.leg_channels.pop(channel, None)
             await self._responder_leg_ended(call_id, rid, channel)
             return
         if parse_interpreter_leg_id(event.get("Uniqueid", "")) or \
@@ -202,9 +213,7 @@ class CallWatch:
 
     # ---- rooms -----------------------------------------------------------------------------
     async def _joined(self, event: dict[str, str]) -> None:
-        room = event.get("Conference", "")
-        channel = event.get("Channel", "")
-        self.rooms.setdefault(room, set()).add(channel)
+        room = event.get("Conference", "")  # (its member noted by observe)
         if not room.startswith("call-"):
             return
         call_id = room[len("call-"):]
