@@ -150,7 +150,7 @@ class Duty:
         duty.kept.clear()
         if not events:
             return
-        log.info("%s: on duty for node %r now; acting on the last %d event(s) again",
+        log.warning("%s: on duty for node %r now; acting on the last %d event(s) again",
                  self.name, duty.node, len(events))
         self.replayed += len(events)
         task = asyncio.create_task(self._replay(events))
