@@ -55,6 +55,12 @@ async def redis(settings):
     await client.aclose()
 
 
+async def renewed(*ds: Dispatcher) -> None:
+    """Each renews (or tries to take) its duties, in this order: the first takes them."""
+    for d in ds:
+        await d.duty.renew()
+
+
 async def hear(ds: list[Dispatcher], node: str, n: str) -> None:
     for d in ds:
         await d.duty.on_event({"Event": "Hangup", "PRNode": node, "n": n})
@@ -63,8 +69,7 @@ async def hear(ds: list[Dispatcher], node: str, n: str) -> None:
 async def test_one_dispatcher_acts_on_a_nodes_events_and_every_one_notes_them(redis):
     nodes = Nodes("a", "b")
     d1, d2 = Dispatcher("d1", redis, nodes), Dispatcher("d2", redis, nodes)
-    await d1.duty.renew()
-    await d2.duty.renew()
+    await renewed(d1, d2)
     assert await redis.get(duty_key("a")) == b"d1" and await redis.get(duty_key("b")) == b"d1"
     assert 0 < await redis.pttl(duty_key("a")) <= DUTY_TTL_S * 1000  # runs out if not renewed
     await hear([d1, d2], "a", "1")
@@ -77,15 +82,12 @@ async def test_a_dispatcher_gone_is_taken_over_and_what_it_may_have_missed_acted
     clock = Clock()
     nodes = Nodes("a")
     d1, d2 = Dispatcher("d1", redis, nodes, clock), Dispatcher("d2", redis, nodes, clock)
-    await d1.duty.renew()
-    await d2.duty.renew()
+    await renewed(d1, d2)
     await hear([d2], "a", "old")
     clock.now += RENEW_S
-    await d1.duty.renew()
-    await d2.duty.renew()
+    await renewed(d1, d2)
     clock.now += REPLAY_S  # "old" is too long ago to matter to whoever takes over
-    await d1.duty.renew()
-    await d2.duty.renew()
+    await renewed(d1, d2)
     # d1 is killed: it renews no more and acts on nothing; d2 keeps what it hears meanwhile.
     await hear([d2], "a", "missed-1")
     clock.now += RENEW_S
@@ -105,8 +107,7 @@ async def test_a_dispatcher_gone_is_taken_over_and_what_it_may_have_missed_acted
 async def test_a_dispatcher_deaf_to_a_node_hands_its_duty_over_at_once(redis):
     nodes1, nodes2 = Nodes("a"), Nodes("a")
     d1, d2 = Dispatcher("d1", redis, nodes1), Dispatcher("d2", redis, nodes2)
-    await d1.duty.renew()
-    await d2.duty.renew()
+    await renewed(d1, d2)
     nodes1.gateways["a"].listening_since = None  # d1's AMI session to node a went down
     await d1.duty.renew()
     assert await redis.get(duty_key("a")) is None
@@ -120,8 +121,7 @@ async def test_without_redis_to_ask_a_dispatcher_acts_rather_than_miss_an_event(
     clock = Clock()
     nodes = Nodes("a")
     d1, d2 = Dispatcher("d1", redis, nodes, clock), Dispatcher("d2", redis, nodes, clock)
-    await d1.duty.renew()
-    await d2.duty.renew()
+    await renewed(d1, d2)
     await hear([d2], "a", "1")
     assert d2.acted == []
 

@@ -83,8 +83,6 @@ class Duty:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.clock = clock
-        self.redis = redis
-        self.ami = ami
         self.observe = observe
         self.act = act
         # node -> its AMI session (one PBX: one session, node "").
