@@ -411,7 +411,9 @@ class RealLine:
         line.world_ami.subscribers.append(line._on_world_event)
         return line
 
-    async def wait_desk_registered(self, timeout: float = 10) -> bool:
+    async def wait_desk_registered(self, timeout: float = 20) -> None:
+        """Until the fallback desk has a contact on the PBX, or RuntimeError (a scenario
+        that needs the desk would otherwise fail later, and unclearly)."""
         assert self.observer is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -419,9 +421,10 @@ class RealLine:
             reply = await self.observer.action({"Action": "PJSIPShowContacts"})
             items = reply.get("_items", [])
             if any(i.get("Endpoint") == "fallback-desk" for i in items):  # type: ignore[union-attr]
-                return True
+                return
             await asyncio.sleep(0.2)
-        return False
+        raise RuntimeError(f"the fallback desk did not register with the PBX in {timeout:.0f} s "
+                           f"(see {self.world.log if self.world else 'the world log'})")
 
     async def hangup_channel(self, ref: str) -> None:
         """Hang up a PBX channel: ``<node>|<channel>`` on several nodes."""

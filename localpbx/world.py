@@ -149,6 +149,9 @@ client_uri = sip:fallback-desk@{pbx}
 contact_user = fallback-desk
 retry_interval = 2
 expiration = 300
+; Asterisk waits a random 1-10 s before a registration's first REGISTER by default: the
+; desk would miss the calls of a test's first seconds.
+max_random_initial_delay = 0
 """
 
 EXTENSIONS_CONF = r"""[general]
