@@ -18,6 +18,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 from redis.sentinel import Sentinel as SyncSentinel
 
+from crisisline.stores.autopipe import AutoPipeline
+
 # Many calls share one process; a burst must wait for a connection, never fail for want of
 # one (redis-py's default pool raises "Too many connections" past 100, which would send
 # every caller of the burst to the fallback group).
@@ -73,13 +75,14 @@ def async_redis(url: str) -> Redis:
     stale is retried on a fresh one at once, instead of failing the caller's next step
     (which would send them to the fallback group while Redis is already back). Behind
     Sentinel, every new connection asks the sentinels where the primary is now, so after a
-    failover the retry lands on the promoted replica."""
+    failover the retry lands on the promoted replica. The requests of one turn of the event
+    loop go together (autopipe.py)."""
     target = SentinelTarget.parse(url)
     if target is not None:
         sentinel = AsyncSentinel(list(target.sentinels), socket_timeout=2,
                                  socket_connect_timeout=2)
         return sentinel.master_for(
-            target.service, connection_pool_class=BlockingSentinelPool,
+            target.service, redis_class=AutoPipeline, connection_pool_class=BlockingSentinelPool,
             max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, socket_timeout=5,
             socket_connect_timeout=3, health_check_interval=5,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 6),
@@ -90,7 +93,7 @@ def async_redis(url: str) -> Redis:
         socket_connect_timeout=3, health_check_interval=5,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError])
-    return Redis(connection_pool=pool)
+    return AutoPipeline(connection_pool=pool)
 
 
 def sync_redis(url: str, **kwargs: Any) -> SyncRedis:
