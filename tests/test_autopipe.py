@@ -164,3 +164,20 @@ async def test_a_redis_that_never_answers_is_left_and_the_caller_told():
     finally:
         await client.aclose()
         server.close()
+
+
+async def test_closing_the_client_answers_every_request_still_out():
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = AutoPipeline(connection_pool=BlockingConnectionPool(host="127.0.0.1", port=port))
+    try:
+        asked = asyncio.ensure_future(client.get("x"))
+        await asyncio.sleep(0.1)  # written, unanswered
+        await client.aclose()
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(asked, 2)  # not left waiting for good
+    finally:
+        server.close()

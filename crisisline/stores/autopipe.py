@@ -24,7 +24,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
@@ -58,7 +58,7 @@ class AutoPipeline(Redis):
         super().__init__(*args, **kwargs)
         kw = self.connection_pool.connection_kwargs
         cls = self.connection_pool.connection_class
-        self._lean = not kw.get("decode_responses") and (
+        self._lean = not kw.get("decode_responses") and not issubclass(cls, SSLConnection) and (
             cls in (Connection, UnixDomainSocketConnection)
             or isinstance(self.connection_pool, SentinelConnectionPool))
         retry = kw.get("retry")

@@ -243,19 +243,24 @@ class Lane:
         return link
 
     def _give_up_some(self, exc: BaseException) -> None:
-        """A connection could not be made: every waiting request used a send; those out of
-        sends fail."""
-        kept = []
+        """A connection could not be made: every waiting request used a send."""
         for request in self.pending:
             request.sends += 1
+        self.pending = self._to_send_again(self.pending, f"Redis unavailable: "
+                                                         f"{exc or type(exc).__name__}")
+
+    def _to_send_again(self, requests: list[Request], why: str) -> list[Request]:
+        """Of ``requests``, those still owed a reply with sends left; the ones out of sends
+        (or every one, the lane closing) fail with ConnectionError: never left waiting."""
+        kept = []
+        for request in requests:
             if request.future.done():
                 continue
-            if request.sends > self.retries:
-                request.future.set_exception(RedisConnectionError(
-                    f"Redis unavailable: {exc or type(exc).__name__}"))
+            if request.sends > self.retries or self._closing:
+                request.future.set_exception(RedisConnectionError(why))
             else:
                 kept.append(request)
-        self.pending = kept
+        return kept
 
     # ---- answers ---------------------------------------------------------------------------
     def answer(self, link: Link, request: Request, reply: Any) -> None:
@@ -297,15 +302,8 @@ class Lane:
             self.link = None
         unanswered = [r for r in link.waiting if isinstance(r, Request)]
         link.waiting.clear()
-        again = []
-        for request in unanswered:
-            if request.future.done():
-                continue
-            if request.sends > self.retries:
-                request.future.set_exception(RedisConnectionError(
-                    f"Redis connection lost: {exc or 'closed by the server'}"))
-            else:
-                again.append(request)
+        again = self._to_send_again(unanswered, f"Redis connection lost: "
+                                                f"{exc or 'closed by the server'}")
         if again or self.pending:
             self.pending = again + self.pending
             sends = max((r.sends for r in again), default=1)
@@ -337,10 +335,11 @@ class Lane:
             self._watchdog.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
-        if self.link is not None and self.link.transport is not None:
-            self.link.closed = True
-            self.link.transport.close()
-        for request in self.pending:
-            if not request.future.done():
-                request.future.set_exception(RedisConnectionError("the Redis client closed"))
-        self.pending = []
+        owed = list(self.pending)
+        if self.link is not None:
+            owed += [r for r in self.link.waiting if isinstance(r, Request)]
+            self.link.waiting.clear()
+            if self.link.transport is not None:
+                self.link.closed = True
+                self.link.transport.close()
+        self.pending = self._to_send_again(owed, "the Redis client closed")  # (fails them all)
