@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from crisisline.roster.model import Responder, RosterSnapshot, Shift, Team
 from crisisline.routing import CallToRoute, ResponderState, next_wave, plan
+from crisisline.stores import async_redis
 from crisisline.stores.calls import CallStore
 from crisisline.stores.offers import OfferStore, offers_key, responder_key
 from workers.dispatcher import turns as turns_module
@@ -68,6 +69,14 @@ def roster(n: int, *, teams: int = 1, seed: int | None = None) -> RosterSnapshot
 @pytest.fixture
 async def client(settings):
     c = aioredis.Redis.from_url(settings.effective_redis_url)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def lean(settings):
+    """The client the dispatcher has (crisisline.stores.async_redis): it counts its writes."""
+    c = async_redis(settings.effective_redis_url)
     yield c
     await c.aclose()
 
@@ -330,7 +339,7 @@ def test_planning_a_few_per_group_gives_the_same_wave_as_everyone(seed, monkeypa
     planner = WavePlanner(D())  # type: ignore[arg-type]
     live = {rid: (s.ringing_for or "", s.last_offered_at, s.resting_until)
             for rid, s in states.items()}
-    groups = planner._groups(on_call, live)
+    groups = planner._groups(planner._sorted_out(on_call), live)
     data = {"language": call.language, "neighborhood": call.neighborhood or "",
             "queued_at": f"{NOW.timestamp() - call.waited_s:.3f}"}
     monkeypatch.setattr(time, "time", NOW.timestamp)  # the wait the call has, as planned
@@ -435,3 +444,40 @@ def test_an_action_on_a_closing_ami_connection_waits_for_the_reconnect():
 
     asyncio.run(send())
 
+
+
+IGNORED = [  # events the dispatcher hears and does nothing about
+    {"Event": "Newchannel", "Uniqueid": "1.1", "Channel": "PJSIP/caller-1"},
+    {"Event": "Hangup", "Uniqueid": "pri-c1-es-1", "Channel": "Local/es@pr-interpreters-1;1"},
+    {"Event": "Hangup", "Uniqueid": "prs-c1-1", "Channel": "PJSIP/supervisor-1"},
+    {"Event": "ConfbridgeJoin", "Conference": "waiting-c1", "Channel": "PJSIP/caller-1"},
+    {"Event": "ConfbridgeLeave", "Conference": "call-c1", "Channel": "PJSIP/caller-1"},
+    {"Event": "ConfbridgeEnd", "Conference": "call-c1"},
+    {"Event": "UserEvent", "UserEvent": "PRFallback"},
+    {"Event": "DialEnd", "DialStatus": "NOANSWER", "Channel": "PJSIP/caller-1"},
+    {"Event": "DialEnd", "DialStatus": "ANSWER", "DestChannel": "PJSIP/r000-1"},
+]
+
+
+@pytest.mark.parametrize("event", IGNORED, ids=lambda e: e["Event"])
+async def test_what_the_dispatcher_does_not_act_on_it_says_so_before_the_work(settings, lean,
+                                                                               event):
+    """CallWatch.wants (asked as each event is read: no task, no copy kept) agrees with act():
+    what it turns down, act() would have done nothing with (no Redis, no AMI)."""
+    d = dispatcher(settings, lean, roster(2))
+    await lean.set("pr:channel:PJSIP/caller-1", "c1")
+    await lean.hset("pr:call:c1", mapping={"id": "c1", "state": "waiting"})
+    assert d.watch.wants(event) is False
+    writes = lean.batches
+    await d.watch.act(dict(event))
+    await asyncio.sleep(0.05)
+    assert lean.batches == writes and d.ami.hung_up == []
+
+
+async def test_a_responders_leg_coming_up_is_wanted_and_acted_on(settings, lean):
+    d = dispatcher(settings, lean, roster(2))
+    await lean.hset("pr:offers:c1", "r000", "ringing:1")
+    event = {"Event": "Newchannel", "Uniqueid": "pr-c1-0-1-r000", "Channel": "PJSIP/r000-1"}
+    assert d.watch.wants(event) is True
+    await d.watch.act(event)
+    assert await lean.hget("pr:legs:c1", "r000") == b"PJSIP/r000-1"

@@ -39,7 +39,8 @@ class Dispatcher:
     def __init__(self, name: str, redis, nodes: Nodes, clock: Clock | None = None) -> None:
         self.observed: list[str] = []
         self.acted: list[str] = []
-        self.duty = Duty(name, redis, nodes, self._observe, self._act, clock or Clock())
+        self.duty = Duty(name, redis, nodes, self._observe, self._act, clock or Clock(),
+                         wants=lambda event: not event["n"].startswith("ignored"))
 
     def _observe(self, event: dict[str, str]) -> None:
         self.observed.append(event["n"])
@@ -160,3 +161,19 @@ async def test_a_dispatcher_whose_duty_never_ran_acts_on_everything(redis):
     await hear([d], "a", "1")
     await hear([d], "", "2")  # (a node it doesn't know of)
     assert d.acted == ["1", "2"]
+
+
+async def test_events_nothing_acts_on_are_noted_but_neither_acted_on_nor_kept(redis):
+    """What the gateway asks of every event as it is read (AmiGateway.sift): no task for an
+    event no handler acts on, and no copy kept for a replay."""
+    nodes = Nodes("a")
+    clock = Clock()
+    d1, d2 = Dispatcher("d1", redis, nodes, clock), Dispatcher("d2", redis, nodes, clock)
+    await renewed(d1, d2)
+    assert nodes.sift == d2.duty.sift and d2.duty.act in nodes.handlers  # (the last one's)
+    for d in (d1, d2):
+        assert d.duty.sift({"Event": "ConfbridgeLeave", "PRNode": "a", "n": "ignored-1"}) is False
+    assert d1.duty.sift({"Event": "Hangup", "PRNode": "a", "n": "2"}) is True  # on duty
+    assert d2.duty.sift({"Event": "Hangup", "PRNode": "a", "n": "2"}) is False  # kept instead
+    assert d1.observed == d2.observed == ["ignored-1", "2"]
+    assert [e["n"] for _, e in d2.duty.nodes["a"].kept] == ["2"]

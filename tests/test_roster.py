@@ -7,6 +7,8 @@ unreachable server fails the test, unless PR_TEST_NO_POSTGRES=1 says to leave it
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import os
 import uuid
@@ -24,13 +26,14 @@ from crisisline import config, db
 from crisisline.roster import commands, csv_format, oncall
 from crisisline.roster.model import Override, Responder, RosterSnapshot, Shift, Team
 from crisisline.roster.store import RosterStore
+from workers.dispatcher import service
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "roster.csv"
 NY = ZoneInfo("America/New_York")
 PG_URL = os.environ.get("PR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ROSTER_TABLES = {"teams", "team_neighborhoods", "team_adjacency", "responders",
-                 "responder_languages", "shifts", "overrides"}
+                 "responder_languages", "shifts", "overrides", "roster_revision"}
 
 BACKENDS = ["sqlite"] + ([] if os.environ.get("PR_TEST_NO_POSTGRES") == "1" else ["postgresql"])
 
@@ -236,6 +239,36 @@ def _people() -> RosterSnapshot:
 
 def _on(snap: RosterSnapshot, at: datetime) -> set[str]:
     return {r.id for r in snap.on_call(at)}
+
+
+def test_the_dispatcher_reads_the_roster_again_when_it_changed_and_only_then(
+        settings: config.Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands.import_csv(settings, EXAMPLE)
+    cache = service.RosterCache(settings)
+    asyncio.run(cache.refresh())
+    first = cache()
+    assert first == commands.snapshot(settings) and cache.reads == 1
+    asyncio.run(cache.refresh())  # unchanged: one small read, the same roster object
+    assert cache() is first and cache.reads == 1
+    # An import (a responder gone): read again, and the dispatcher rings from the new one.
+    gone = first.responders[0]
+    smaller = dataclasses.replace(
+        first, responders=first.responders[1:],
+        shifts=tuple(x for x in first.shifts if x.responder_id != gone.id),
+        overrides=tuple(o for o in first.overrides
+                        if gone.id not in (o.responder_id, o.covered_by)))
+    engine = db.engine_for(settings)
+    try:
+        RosterStore(engine, settings.timezone).replace_all(smaller)
+    finally:
+        engine.dispose()
+    asyncio.run(cache.refresh())
+    assert cache.reads == 2 and cache() == smaller and cache().responder(gone.id) is None
+    # Read whole now and then whatever the revision says (a roster edited by hand in SQL).
+    monkeypatch.setattr(service, "ROSTER_RELOAD_S", 0.0)
+    before = cache()
+    asyncio.run(cache.refresh())
+    assert cache.reads == 3 and cache() is before
 
 
 @pytest.fixture

@@ -107,3 +107,13 @@ class OverrideRow(Base):
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
     covered_by: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("responders.id", ondelete="SET NULL"))
+
+
+class RosterRevisionRow(Base):
+    """One row: bumped by every roster write (RosterStore.replace_all), so a reader that
+    keeps the roster in memory (the dispatcher) knows when to read it again without reading
+    it all (thousands of shifts) every few seconds."""
+
+    __tablename__ = "roster_revision"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(Integer)

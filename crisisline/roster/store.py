@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from crisisline.roster.schema import (
     OverrideRow,
     ResponderLanguageRow,
     ResponderRow,
+    RosterRevisionRow,
     ShiftRow,
     TeamAdjacencyRow,
     TeamNeighborhoodRow,
@@ -70,6 +71,13 @@ class RosterStore:
         return RosterSnapshot(tuple(teams), tuple(responders), tuple(shifts), tuple(overrides),
                               timezone=self.timezone)
 
+    def revision(self) -> int:
+        """Bumped by every write through :meth:`replace_all`: the same number, the same
+        roster (one small read, where :meth:`snapshot` reads every shift)."""
+        with Session(self.engine) as s:
+            return int(s.scalar(select(RosterRevisionRow.revision)
+                                .where(RosterRevisionRow.id == 1)) or 0)
+
     def is_empty(self) -> bool:
         with Session(self.engine) as s:
             return not any(s.scalar(select(func.count()).select_from(m)) for m in
@@ -80,6 +88,10 @@ class RosterStore:
         with Session(self.engine) as s, s.begin():
             for model in _DELETE_ORDER:
                 s.execute(delete(model))
+            bumped = s.execute(update(RosterRevisionRow).where(RosterRevisionRow.id == 1)
+                               .values(revision=RosterRevisionRow.revision + 1))
+            if not bumped.rowcount:  # type: ignore[attr-defined]  # (its row deleted by hand)
+                s.add(RosterRevisionRow(id=1, revision=1))
             # Parents are flushed before children so inserts satisfy foreign keys on
             # both databases without relying on the unit of work's ordering.
             s.add_all(TeamRow(id=t.id, name=t.name) for t in snapshot.teams)

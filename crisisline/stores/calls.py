@@ -15,13 +15,11 @@ the same call, and a dispatcher that dies leaves a lease that runs out and is re
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
 from crisisline.call import Call, State
-from crisisline.stores.coalesce import Coalesce
 from crisisline.stores.scripts import evalsha_many
 
 PREFIX = "pr:"
@@ -199,10 +197,6 @@ class CallStore:
         self.wave_started_script = redis.register_script(_WAVE_STARTED)
         self._update = redis.register_script(_UPDATE)
         self._connected = redis.register_script(_CONNECTED)
-        # Reads many handlers make at once (AMI events come in bursts): one round trip each.
-        self._reads: Coalesce[tuple[str, str | None], tuple[dict[str, str], dict[str, str]]] = \
-            Coalesce(self._read_many)
-        self._channels: Coalesce[str, bytes | None] = Coalesce(self._channels_many)
 
     async def event(self, call_id: str, type_: str, **fields: Any) -> None:
         await self.redis.xadd(EVENTS, event_body(call_id, type_, **fields),  # type: ignore[arg-type]
@@ -340,29 +334,18 @@ class CallStore:
         return bool(got[0])
 
     async def call_on_channel(self, channel: str) -> str | None:
-        value = await self._channels(channel)
+        value = await self.redis.get(channel_key(channel))
         return value.decode() if value else None
-
-    async def _channels_many(self, channels: Sequence[str]) -> list[bytes | None]:
-        return await self.redis.mget([channel_key(c) for c in channels])
 
     async def read(self, call_id: str, also: str | None = None
                    ) -> tuple[dict[str, str], dict[str, str]]:
         """The call's hash, decoded (empty: no such call), and with ``also`` that hash too
-        (the call's offers, say), read in the same round trip as other reads made now."""
-        return await self._reads((call_id, also))
-
-    async def _read_many(self, wanted: Sequence[tuple[str, str | None]]
-                         ) -> list[tuple[dict[str, str], dict[str, str]]]:
+        (the call's offers, say), in one round trip (with the other reads made now: the
+        client joins one loop turn's requests)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for call_id, also in wanted:
-                pipe.hgetall(call_key(call_id))
-                if also:
-                    pipe.hgetall(also)
-            got = iter(await pipe.execute())
-        out = []
-        for _, also in wanted:
-            data = {k.decode(): v.decode() for k, v in next(got).items()}
-            more = {k.decode(): v.decode() for k, v in next(got).items()} if also else {}
-            out.append((data, more))
-        return out
+            pipe.hgetall(call_key(call_id))
+            if also:
+                pipe.hgetall(also)
+            got = await pipe.execute()
+        data = {k.decode(): v.decode() for k, v in got[0].items()}
+        return data, ({k.decode(): v.decode() for k, v in got[1].items()} if also else {})

@@ -17,13 +17,10 @@ wins; everyone after is told the call was taken.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
 
 from redis.asyncio import Redis
 
 from crisisline.stores.calls import CLAIMED, EVENTS, EVENTS_MAXLEN, PREFIX, call_key
-from crisisline.stores.coalesce import Coalesce
 from crisisline.stores.scripts import evalsha_many
 
 COMMANDS = PREFIX + "commands"
@@ -216,9 +213,6 @@ class OfferStore:
         self._listening = redis.register_script(_LISTENING)
         self._left = redis.register_script(_LEFT)
         self._talking = redis.register_script(_TALKING)
-        self._legs_up: Coalesce[tuple[str, str, str], str] = Coalesce(self._up_many)
-        self._legs_gone: Coalesce[tuple[str, str, str, str], tuple[bool, str]] = \
-            Coalesce(self._gone_many)
 
     async def ring(self, call_id: str, rid: str, wave: int, cycle: int) -> bool:
         """Claim this responder for this call's wave; False if busy or already offered."""
@@ -297,40 +291,25 @@ class OfferStore:
 
     async def leg_up(self, call_id: str, rid: str, channel: str) -> str:
         """The responder's leg is up as ``channel`` (its Newchannel): noted in the legs hash,
-        so any dispatcher can hang it up. Returns their offer's status now. Legs that come up
-        together go to Redis together (AMI Newchannels come by the thousand at 500 callers)."""
-        return await self._legs_up((call_id, rid, channel))
-
-    async def _up_many(self, legs: Sequence[tuple[str, str, str]]) -> list[str]:
+        so any dispatcher can hang it up. Returns their offer's status now. (Legs that come
+        up together go to Redis in one write: the client joins one loop turn's pipelines.)"""
+        key = legs_key(call_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for call_id, rid, channel in legs:
-                pipe.hset(legs_key(call_id), rid, channel)
-                pipe.expire(legs_key(call_id), 86400)
-                pipe.hget(offers_key(call_id), rid)
+            pipe.hset(key, rid, channel)
+            pipe.expire(key, 86400)
+            pipe.hget(offers_key(call_id), rid)
             got = await pipe.execute()
-        return [(status or b"").decode() for status in got[2::3]]
+        return (got[2] or b"").decode()
 
     async def leg_gone(self, call_id: str, rid: str, channel: str, reason: str) -> tuple[bool, str]:
         """The responder's leg ``channel`` hung up: it leaves the legs hash, and their offer,
-        if still open, ends with ``reason``. Returns (it ended now, the offer's status after).
-        Legs that end together go to Redis together."""
-        return await self._legs_gone((call_id, rid, channel, reason))
-
-    async def _gone_many(self, legs: Sequence[tuple[str, str, str, str]]) -> list[tuple[bool, str]]:
-        now = f"{time.time():.3f}"
-        calls = []
-        for call_id, rid, channel, reason in legs:
-            calls.append((self._forget_leg, [legs_key(call_id)], [rid, channel]))
-            calls.append((self._pass, [offers_key(call_id), EVENTS, responder_key(rid)],
-                          [call_id, rid, reason, now]))
-
-        def statuses(pipe: Any) -> None:
-            for call_id, rid, _, _ in legs:
-                pipe.hget(offers_key(call_id), rid)
-
-        got = await evalsha_many(self.redis, calls, also=statuses)
-        n = len(legs)
-        return [(bool(got[2 * i + 1]), (got[2 * n + i] or b"").decode()) for i in range(n)]
+        if still open, ends with ``reason``. Returns (it ended now, the offer's status after)."""
+        got = await evalsha_many(self.redis, [
+            (self._forget_leg, [legs_key(call_id)], [rid, channel]),
+            (self._pass, [offers_key(call_id), EVENTS, responder_key(rid)],
+             [call_id, rid, reason, f"{time.time():.3f}"])],
+            also=lambda pipe: pipe.hget(offers_key(call_id), rid))
+        return bool(got[1]), (got[2] or b"").decode()
 
     async def listening(self, call_id: str, rid: str) -> bool:
         """The responder's phone answered and the whisper is playing; False when the offer

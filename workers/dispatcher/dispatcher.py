@@ -83,7 +83,8 @@ class Dispatcher(CallEnds, CallWaits):
         self.interpreters = Interpreters(self)
         self.watch = CallWatch(self)
         # Every dispatcher hears every node; one per node acts on what it hears (duty.py).
-        self.duty = Duty(self.name, calls.redis, ami, self.watch.observe, self.watch.act)
+        self.duty = Duty(self.name, calls.redis, ami, self.watch.observe, self.watch.act,
+                         wants=self.watch.wants)
         self.texts = TextOffers(self)  # text conversations: offers by link, not phone legs
         self.callbacks = CallbackStore(calls.redis)
         self.waves = WavePlanner(self)

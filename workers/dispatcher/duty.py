@@ -80,11 +80,13 @@ class Duty:
     def __init__(self, name: str, redis: Any, ami: Any,
                  observe: Callable[[dict[str, str]], None],
                  act: Callable[[dict[str, str]], Awaitable[None]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wants: Callable[[dict[str, str]], bool] = lambda _event: True) -> None:
         self.name = name
         self.clock = clock
         self.observe = observe
         self.act = act
+        self.wants = wants  # whether act() does anything with an event (CallWatch.wants)
         # node -> its AMI session (one PBX: one session, node "").
         self.sessions: dict[str, Any] = dict(getattr(ami, "gateways", None) or {"": ami})
         self.nodes = {node: NodeDuty(node) for node in self.sessions}
@@ -92,15 +94,25 @@ class Duty:
         self._drop = redis.register_script(_DROP)
         self._replays: set[asyncio.Task] = set()
         self.replayed = 0  # events acted on again on taking a duty over (tests, logs)
-        ami.handlers.append(self.on_event)
+        ami.sift = self.sift
+        ami.handlers.append(self.act)
 
-    async def on_event(self, event: dict[str, str]) -> None:
+    def sift(self, event: dict[str, str]) -> bool:
+        """As each event is read (AmiGateway.sift): noted, and True when this dispatcher is
+        to act on it; one it is not on duty for is kept for a replay instead."""
         self.observe(event)
+        if not self.wants(event):
+            return False
         duty = self.nodes.get(event.get("PRNode", ""))
         if duty is None or self._acting(duty):
+            return True
+        duty.keep(self.clock(), event)
+        return False
+
+    async def on_event(self, event: dict[str, str]) -> None:
+        """Both at once (tests that drive events by hand)."""
+        if self.sift(event):
             await self.act(event)
-        else:
-            duty.keep(self.clock(), event)
 
     def _acting(self, duty: NodeDuty) -> bool:
         """Whether to act on the node's events now; on becoming so (the duty taken over, or

@@ -43,10 +43,12 @@ class PbxNodes:
         for name, address in settings.pbx_nodes.items():
             host, _, port = str(address).rpartition(":")
             gateway = AmiGateway(dataclasses.replace(settings, ami_host=host, ami_port=int(port)))
-            gateway.handlers.append(self._relay(name))
+            gateway.sift = self._sifter(name)
+            gateway.handlers.append(self._relay)
             gateway.originate_results.append(self._result)
             self.gateways[name] = gateway
         self.handlers: list[EventHandler] = []
+        self.sift: Callable[[dict[str, str]], bool] | None = None  # (AmiGateway.sift)
         self.originate_results: list[Callable[[str, dict[str, str]], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task] = set()
         self.unseen_since: dict[str, float] = {}  # node -> since when it could not be asked
@@ -95,18 +97,23 @@ class PbxNodes:
         task.add_done_callback(self._tasks.discard)
 
     # ---- events -----------------------------------------------------------------------------
-    def _relay(self, node: str) -> EventHandler:
-        async def relay(event: dict[str, str]) -> None:
+    def _sifter(self, node: str) -> Callable[[dict[str, str]], bool]:
+        """A node's events as every handler reads them (channel names qualified with the
+        node, PRNode), then sifted (AmiGateway.sift)."""
+        def sift(event: dict[str, str]) -> bool:
             for key in CHANNEL_FIELDS:
                 if event.get(key):
                     event[key] = qualify(node, event[key])
             event["PRNode"] = node
-            for handler in self.handlers:
-                try:
-                    await handler(event)
-                except Exception:
-                    log.exception("AMI event handler failed on %s", event.get("Event"))
-        return relay
+            return self.sift is None or self.sift(event)
+        return sift
+
+    async def _relay(self, event: dict[str, str]) -> None:
+        for handler in self.handlers:
+            try:
+                await handler(event)
+            except Exception:
+                log.exception("AMI event handler failed on %s", event.get("Event"))
 
     async def _result(self, channel_id: str, result: dict[str, str]) -> None:
         for callback in self.originate_results:

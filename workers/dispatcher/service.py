@@ -23,15 +23,21 @@ from workers.dispatcher.recording import RecorderChild
 
 log = logging.getLogger(__name__)
 ROSTER_TTL_S = 15.0
+ROSTER_RELOAD_S = 300.0  # read whole at least this often, changed or not (edited by hand)
 
 
 class RosterCache:
-    """The roster from SQL, read at most every ROSTER_TTL_S: not on every wave."""
+    """The roster from SQL, looked at every ROSTER_TTL_S (not on every wave), and read whole
+    only when its revision changed (RosterStore.revision: thousands of shifts took a tenth of
+    a second of CPU per read) or ROSTER_RELOAD_S has passed."""
 
     def __init__(self, settings: Settings) -> None:
         self.store = RosterStore(db.engine_for(settings), settings.timezone)
         self._snapshot = RosterSnapshot(timezone=settings.timezone)
         self._at = 0.0
+        self._revision: int | None = None
+        self._read_at = 0.0  # (monotonic) when it was last read whole
+        self.reads = 0  # whole reads (for tests)
 
     async def refresh(self) -> None:
         try:
@@ -43,7 +49,12 @@ class RosterCache:
     def _read(self) -> RosterSnapshot:
         """The roster; the same one stays the same object (compared here, off the event
         loop): who is on call is worked out once per object (waves.py)."""
+        revision = self.store.revision()  # (before the read: a write meanwhile reads again)
+        if revision == self._revision and time.monotonic() - self._read_at < ROSTER_RELOAD_S:
+            return self._snapshot
         snapshot = self.store.snapshot()
+        self._revision, self._read_at = revision, time.monotonic()
+        self.reads += 1
         return self._snapshot if snapshot == self._snapshot else snapshot
 
     async def keep_fresh(self, stop: asyncio.Event) -> None:
@@ -194,6 +205,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None,
                                  sweep_audio(settings, stop))
         finally:
             ami.close()
+            dispatcher.watch.stop()
             if keep_recorder is not None:
                 keep_recorder.cancel()
                 recorder.stop()

@@ -61,6 +61,12 @@ class CallWatch:
         self._later.add(task)
         task.add_done_callback(self._later.discard)
 
+    def stop(self) -> None:
+        """The dispatcher is stopping: what waits on a grace goes (the reconciler of the next
+        one finishes it), rather than fail later on a closed Redis client."""
+        for task in list(self._later):
+            task.cancel()
+
     def observe(self, event: dict[str, str]) -> None:
         """What every dispatcher notes of an event, on duty or not: who is in which room.
         Only the events in ami.HANDLED_EVENTS reach here: one read here needs it there."""
@@ -71,6 +77,23 @@ class CallWatch:
             self.rooms.get(event.get("Conference", ""), set()).discard(event.get("Channel", ""))
         elif name == "ConfbridgeEnd":
             self.rooms.pop(event.get("Conference", ""), None)
+
+    def wants(self, event: dict[str, str]) -> bool:
+        """Whether :meth:`act` does anything with the event (the others cost no task, and
+        a dispatcher not on duty keeps no copy of them): keep the two in step."""
+        name = event.get("Event", "")
+        if name == "Newchannel":
+            return parse_leg_id(event.get("Uniqueid", "")) is not None
+        if name == "Hangup":
+            uniqueid = event.get("Uniqueid", "")
+            return not (parse_interpreter_leg_id(uniqueid) or parse_supervisor_leg_id(uniqueid))
+        if name == "ConfbridgeJoin":
+            return event.get("Conference", "").startswith("call-")
+        if name == "UserEvent":
+            return bool(event.get("CallID"))
+        if name == "DialEnd":
+            return event.get("DialStatus") == "ANSWER" and bool(event.get("Channel"))
+        return False
 
     async def act(self, event: dict[str, str]) -> None:
         """What the dispatcher on duty for the event's node does about it (duty.py). Every

@@ -49,18 +49,39 @@ Live = tuple[str, float | None, float | None]
 AHEAD = 16  # calls whose offered sets are read at a time
 
 
+@dataclass(frozen=True)
+class OnCall:
+    """Who is on call now, as the planner reads them for every batch (worked out once a
+    minute: with thousands on call, sorting them out per batch was most of its CPU)."""
+
+    ringable: list[str]  # the ids of those whose phones can be rung (destinations.refusal)
+    groups: list[list[Responder]]  # the ringable, by team, backup group and languages
+
+
 class WavePlanner:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.d = dispatcher
-        self._on_call_cache: tuple[object, list[Responder]] = (None, [])
+        self._on_call_cache: tuple[object, OnCall] = (None, OnCall([], []))
         self._refusals: dict[str, str | None] = {}
 
-    def on_call(self, roster: RosterSnapshot, now: datetime) -> list[Responder]:
+    def on_call(self, roster: RosterSnapshot, now: datetime) -> OnCall:
         """Who is on call, worked out once a minute per roster (shifts are in minutes)."""
         key = (id(roster), now.replace(second=0, microsecond=0))
         if self._on_call_cache[0] != key:
-            self._on_call_cache = (key, roster.on_call(now))
+            self._on_call_cache = (key, self._sorted_out(roster.on_call(now)))
         return self._on_call_cache[1]
+
+    def _sorted_out(self, on_call: list[Responder]) -> OnCall:
+        """Who of ``on_call`` can be rung at all, and by what a plan tells them apart by
+        (team, backup group, languages): each group in id order, the groups in the order
+        their first member comes in ``on_call``."""
+        ringable = [r for r in on_call if self.refusal(r.phone) is None]
+        groups: dict[tuple[str | None, bool, frozenset[str]], list[Responder]] = {}
+        for r in ringable:
+            groups.setdefault((r.team_id, r.backup, r.languages), []).append(r)
+        for group in groups.values():
+            group.sort(key=lambda r: r.id)
+        return OnCall([r.id for r in ringable], list(groups.values()))
 
     def refusal(self, phone: str) -> str | None:
         """destinations.refusal, once per number: parsing a number for every plan of every
@@ -82,15 +103,17 @@ class WavePlanner:
         return [{m.decode() for m in members} for members in got]
 
     @staticmethod
-    def _groups(candidates: list[Responder], live: dict[str, Live]) -> list[list[Responder]]:
-        """The candidates by what a plan tells them apart by (team, backup group, languages),
-        each group in plan()'s order within a wave (least recently offered first, then id)."""
-        groups: dict[tuple[str | None, bool, frozenset[str]], list[Responder]] = {}
-        for r in candidates:
-            groups.setdefault((r.team_id, r.backup, r.languages), []).append(r)
-        for group in groups.values():
-            group.sort(key=lambda r: (live[r.id][1] or 0.0, r.id))
-        return list(groups.values())
+    def _groups(on_call: OnCall, live: dict[str, Live]) -> list[list[Responder]]:
+        """The groups' members who could be free now, each group in plan()'s order within a
+        wave (least recently offered first, then id: the sort is stable, the groups in id
+        order already). Per batch, over the whole roster: kept to a filter and a sort."""
+        out = []
+        for group in on_call.groups:
+            here = [r for r in group if r.id in live]
+            if here:
+                here.sort(key=lambda r: live[r.id][1] or 0.0)
+                out.append(here)
+        return out
 
     def _next_wave(self, job: PlanJob, roster: RosterSnapshot, now: datetime,
                    groups: list[list[Responder]], live: dict[str, Live], taken: dict[str, str],
@@ -143,14 +166,13 @@ class WavePlanner:
         # The first calls' offered sets in the same wait (the rest when needed).
         live, first = await asyncio.gather(
             # (Rests end by the real clock, whatever PR_CLOCK pins: routing.plan's rest_at.)
-            self.d.offers.candidates([r.id for r in on_call], time.time()),
+            self.d.offers.candidates(on_call.ringable, time.time()),
             self._offered(jobs[:AHEAD]))
-        candidates = [r for r in on_call if r.id in live and self.refusal(r.phone) is None]
-        groups = self._groups(candidates, live)
+        groups = self._groups(on_call, live)
         # Those ringing for nobody: once none is left, the calls behind plan nothing (one
         # ringing for a call can't be offered it again); hundreds of starving calls then
         # cost a loop, not a plan and a read each.
-        free = sum(1 for r in candidates if not live[r.id][0])
+        free = sum(1 for ringing, _, _ in live.values() if not ringing)
         taken: dict[str, str] = {}  # rid -> the call of this batch that rings them
         passed: list[set[str] | None] = [*first, *[None] * (len(jobs) - len(first))]
         results: dict[int, Planned] = {}
