@@ -6,7 +6,9 @@ receives, and from a responder's press-1 (accepted) to their leg joining the cal
 plus the dispatcher's CPU milliseconds per call, for one dispatcher (mode ``dispatcher``) and
 for two sharing the queue (``dispatchers x2``: CPU summed over both processes, per call).
 Baseline, same run: a bare AMI client that originates the moment it sees "queued" (no
-policy, no leases) - the floor the transport itself sets; the ratios are against it.
+policy, no leases), as many phones per call as a dispatcher's first wave rings (PR_RING_PER_WAVE,
+4), in a process of its own as a dispatcher is (bench/floor.py) - the floor the transport
+itself sets under the same load; the ratios are against it. The N callers start at once.
 
     .venv/bin/python bench/bench_dispatch.py [--sizes 1,50,500]
     .venv/bin/python bench/bench_dispatch.py --pbx real [--sizes 1,50]
@@ -24,10 +26,12 @@ the second of two); BENCH_PYSPY=DIR samples each dispatcher with py-spy (``pip i
 py-spy``) while the callers come, into DIR/<N>-<mode>-<i>.txt (collapsed stacks, samples
 holding the GIL: where its CPU goes).
 
-The dispatcher rings up to PR_RING_PER_WAVE (4) phones per call where the floor rings one, so
-at N=500 the stand-in and the AGI server (whispers) carry four times the floor's load on the
-same two cores. The roster (``--roster``, default the largest N + 20) has fewer responders
-than four per caller at the largest N: those callers' first rings wait for free responders.
+The roster (``--roster``, default four per caller at the largest N, plus 20) has a free
+responder for every caller's first wave, so the time to a first ring is the system's own, not
+a wait for someone to come free (that is the roster's doing, and swamped the comparison: with
+N + 20 responders most of 500 callers waited for earlier waves' whispers to end, and the
+ratio swung from 1.7x to 28x between runs with how fast callers happened to arrive).
+``--roster 520`` measures that scarce case (starving calls' turns, turns.py).
 """
 
 from __future__ import annotations
@@ -73,9 +77,7 @@ from crisisline.prompts.render import render_all  # noqa: E402
 from crisisline.roster.model import Responder, RosterSnapshot, Shift, Team  # noqa: E402
 from crisisline.roster.store import RosterStore  # noqa: E402
 from crisisline.stores.calls import EVENTS  # noqa: E402
-from crisisline.stores.offers import offers_key  # noqa: E402
 from localpbx.tones import short_prompts  # noqa: E402
-from peoples_response.ami_client import AmiClient  # noqa: E402
 from standin.ami import AmiServer  # noqa: E402
 from standin.caller import CallerScript  # noqa: E402
 from standin.phones import phones_for  # noqa: E402
@@ -145,9 +147,13 @@ def call_times(r: redis.Redis) -> dict[str, dict[str, float]]:
 
 async def run_callers(pbx, n: int, wait_s: float, keys: str = KEYS,
                       until: Callable[[], bool] | None = None) -> list:
-    """Start n callers; then wait ``wait_s``, or with ``until`` until it holds (at most wait_s)."""
-    channels = [await pbx.start_call("from-direct", "6175550100",
-                                     CallerScript(keys=keys, stay_s=None)) for _ in range(n)]
+    """Start n callers at once; then wait ``wait_s``, or with ``until`` until it holds (at most
+    wait_s). At once, not one after another: started in turn, how fast they came depended on
+    how busy the event loop was (2 s for 500 in one run, 10 s in the next), and so did every
+    figure; all at once, every mode meets the same burst."""
+    channels = list(await asyncio.gather(*(
+        pbx.start_call("from-direct", "6175550100", CallerScript(keys=keys, stay_s=None))
+        for _ in range(n))))
     if until is None:
         await asyncio.sleep(wait_s)
         return channels
@@ -157,32 +163,8 @@ async def run_callers(pbx, n: int, wait_s: float, keys: str = KEYS,
     return channels
 
 
-async def floor_client(settings, r: redis.Redis, stop: asyncio.Event) -> None:
-    """The baseline: originate straight from the 'queued' event, no dispatcher logic."""
-    ami = await AmiClient.connect("127.0.0.1", settings.ami_port, settings.ami_user, SECRET)
-    last = "$"
-    n = 0
-    while not stop.is_set():
-        got = await asyncio.to_thread(r.xread, {EVENTS: last}, 100, 200)
-        for _, entries in got or []:
-            for eid, body in entries:
-                last = eid
-                if body.get(b"type") == b"queued":
-                    call_id = body[b"call_id"].decode()
-                    # The one piece of state the whisper needs: an open offer to accept.
-                    r.hset(offers_key(call_id), f"r{n:04d}", "ringing:1")
-                    ami.send([("Action", "Originate"), ("Channel", f"PJSIP/r{n:04d}"),
-                              ("Context", "pr-responder"), ("Exten", "s"), ("Priority", "1"),
-                              ("Async", "true"), ("ChannelId", f"pr-{call_id}-0-1-r{n:04d}"),
-                              ("Variable", f"PR_CALL_ID={call_id}"),
-                              ("Variable", f"PR_RESPONDER=r{n:04d}")])
-                    n += 1
-    await ami.close()
-
-
 def real_roster_size(n: int, base: config.Settings) -> int:
-    """Enough responders for every caller's first wave at once (the stand-in mode's roster,
-    sized by its largest N, is that for every N but its last): how long a caller waits for a
+    """Enough responders for every caller's first wave at once: how long a caller waits for a
     free responder is the roster's doing, not the PBX's, and would swamp the comparison."""
     return max(1, base.ring_per_wave) * n + 20
 
@@ -198,7 +180,8 @@ def bridge_timeout(n: int) -> float:
 
 
 async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
-                  work: Workload = Workload()) -> dict:
+                  work: Workload = Workload(), people: int = 0) -> dict:
+    """``people``: the roster's size (the floor rings its responders in turn)."""
     r = redis.Redis.from_url(base.effective_redis_url)
     r.flushdb()
     agi_port = free_port()
@@ -215,8 +198,6 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
     exe = [sys.executable, "-m", "peoples_response.cli"]
     agi = subprocess.Popen([*exe, "agi"], env=env, stdout=subprocess.PIPE)
     procs = [agi]
-    stop = asyncio.Event()
-    floor_task = None
     dispatchers: list[subprocess.Popen] = []
     recorders: list[int] = []
     spies: list[subprocess.Popen] = []
@@ -239,9 +220,15 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
             rec0 = sum(cpu_seconds(pid) for pid in recorders)
             spies = py_spy(dispatchers, n, mode, min(60.0, 4.0 + n * 0.05))
         else:
-            floor_task = asyncio.create_task(floor_client(settings, r, stop))
-            await asyncio.sleep(0.3)
+            floor = subprocess.Popen(
+                [sys.executable, "-m", "bench.floor", "127.0.0.1", str(server.port),
+                 settings.ami_user, SECRET, base.effective_redis_url,
+                 str(max(1, base.ring_per_wave)), str(people or n)],
+                env=env, cwd=ROOT, stdout=subprocess.PIPE)
+            procs.append(floor)
+            await wait_ready(floor, b"floor: AMI", 60, "floor client")
         started = time.time()
+        load0 = (time.process_time(), cpu_seconds(agi.pid))
         if work.until_bridged:
             channels = await run_callers(pbx, n, bridge_timeout(n), work.keys,
                                          until=lambda: len(watch.joined) >= n)
@@ -253,13 +240,11 @@ async def one_run(n: int, mode: str, base: config.Settings, env: dict[str, str],
         rec = sum(cpu_seconds(pid) for pid in recorders) - rec0 if dispatchers else float("nan")
         row = figures(mode, n, wall, watch, call_times(r), cpu)
         row["recorder_cpu_per_call"] = rec / max(1, row["bridged"])
-        stop.set()
-        if floor_task:
-            await floor_task
+        # What the rest of the machine was doing meanwhile (two cores for all of it).
+        row["load"] = (wall, time.process_time() - load0[0], cpu_seconds(agi.pid) - load0[1])
         for ch in channels:
             await pbx.hangup(ch.name)
     finally:
-        stop.set()
         for spy in spies:  # they stop by themselves at the end of the callers' window
             try:
                 spy.wait(15)
@@ -398,6 +383,10 @@ def print_row(n: int, row: dict) -> None:
         w = row["planned"]
         print(f"{'':>5} {'':<15} {'':>8} of which queued->wave planned (Redis events): "
               f"p50 {pct(w, 50) * 1000:.1f} / p99 {pct(w, 99) * 1000:.1f} ms")
+    if row.get("load"):
+        wall, pbx, agi = row["load"]
+        print(f"{'':>5} {'':<15} {'':>8} CPU over the {wall:.0f} s: stand-in PBX and callers "
+              f"{pbx:.1f} s, FastAGI server {agi:.1f} s")
     for issue in row.get("issues", []):
         print(f"{'':>5} {row['mode']}: !! {issue}")
 
@@ -489,7 +478,8 @@ def main() -> None:
                         help="comma-separated N (default 1,50,500; --pbx real 1,50: bigger N, "
                              "up to about 500 (RTP ports), works but takes minutes)")
     parser.add_argument("--roster", type=int, default=None,
-                        help="responders on call (stand-in; default: the largest N + 20)")
+                        help="responders on call (stand-in; default: four per caller at the "
+                             "largest N, plus 20; fewer: callers wait for free responders)")
     args = parser.parse_args()
     if args.pbx == "real":
         main_real([int(s) for s in (args.sizes or "1,50").split(",") if s.strip()])
@@ -500,18 +490,15 @@ def main() -> None:
                        wave_timeout_s=20.0)
     render_all(base, load_catalog())
     db.upgrade(base)
-    # The largest N + 20: at N=500, with four phones a wave, most callers' first ring waits
-    # for earlier waves to end (the starving calls' turns, turns.py, are part of what is
-    # measured); enough for all at once (--roster 2020) loads the stand-in and the FastAGI
-    # server with 2,000 whispers at once, more than they carry on two cores.
-    people = args.roster or max(sizes) + 20
+    # A first wave for every caller at once (the module's docstring says why).
+    people = args.roster or real_roster_size(max(sizes), base)
     RosterStore(db.engine_for(base), base.timezone).replace_all(roster(people))
     env = {**os.environ, "PR_VAR_DIR": str(tmp), "PR_REDIS_URL": base.effective_redis_url,
            "PR_LOG_LEVEL": "WARNING", "PR_WAVE_TIMEOUT_S": "20"}
     modes = bench_modes()
     print(HEADER, flush=True)
     for n in sizes:
-        rows = [asyncio.run(one_run(n, mode, base, env)) for mode in modes]
+        rows = [asyncio.run(one_run(n, mode, base, env, people=people)) for mode in modes]
         for row in rows:
             print_row(n, row)
         print_ratios(n, rows)
@@ -520,7 +507,8 @@ def main() -> None:
           "CPU: /proc/<pid>/stat (10 ms ticks), summed over the dispatcher processes (two in "
           "'dispatchers x2'), per call bridged; recorder CPU: the same for the recorder "
           "processes the dispatchers start (workers/dispatcher/recording.py), which write the "
-          "SQL records. Ratios: against the floor of the same N in the same run.")
+          "SQL records. Ratios: against the floor of the same N in the same run, which rings "
+          f"{max(1, base.ring_per_wave)} phones per call too.")
     if not os.environ.get("BENCH_KEEP"):
         redis.Redis.from_url(base.effective_redis_url).flushdb()
 
