@@ -22,6 +22,7 @@ import redis
 
 from crisisline.stores.calls import EVENTS
 from crisisline.stores.offers import offers_key
+from workers.dispatcher.originate import originate_text
 
 
 def login(host: str, port: int, user: str, secret: str) -> socket.socket:
@@ -40,15 +41,21 @@ def login(host: str, port: int, user: str, secret: str) -> socket.socket:
         raise ConnectionError(f"AMI login refused: {reply.decode(errors='replace')}")
     sock.settimeout(None)
     # The Originates' replies are read and dropped, so the PBX never waits on us.
-    threading.Thread(target=lambda: [None for _ in iter(lambda: sock.recv(65536), b"")],
-                     daemon=True).start()
+    threading.Thread(target=_drain, args=(sock,), daemon=True).start()
     return sock
 
 
-def originate(call_id: str, rid: str) -> bytes:
-    return (f"Action: Originate\r\nChannel: PJSIP/{rid}\r\nContext: pr-responder\r\n"
-            f"Exten: s\r\nPriority: 1\r\nAsync: true\r\nChannelId: pr-{call_id}-0-1-{rid}\r\n"
-            f"Variable: PR_CALL_ID={call_id}\r\nVariable: PR_RESPONDER={rid}\r\n\r\n").encode()
+def _drain(sock: socket.socket) -> None:
+    while sock.recv(65536):
+        pass
+
+
+def originate(call_id: str, rid: str, n: int) -> bytes:
+    """The same Originate a dispatcher writes (workers/dispatcher/originate.py)."""
+    return originate_text(f"floor-{n}", [
+        ("Channel", f"PJSIP/{rid}"), ("Context", "pr-responder"), ("Exten", "s"),
+        ("Priority", "1"), ("Async", "true"), ("ChannelId", f"pr-{call_id}-0-1-{rid}"),
+        ("Variable", f"PR_CALL_ID={call_id}"), ("Variable", f"PR_RESPONDER={rid}")])
 
 
 def main(argv: list[str]) -> None:
@@ -68,10 +75,11 @@ def main(argv: list[str]) -> None:
                     continue
                 call_id = body[b"call_id"].decode()
                 rids = [f"r{(n + i) % int(people):04d}" for i in range(int(phones))]
-                n += int(phones)
                 # The one piece of state the whisper needs: an open offer to accept.
                 r.hset(offers_key(call_id), mapping={rid: "ringing:1" for rid in rids})
-                sock.sendall(b"".join(originate(call_id, rid) for rid in rids))
+                sock.sendall(b"".join(originate(call_id, rid, n + i)
+                                      for i, rid in enumerate(rids)))
+                n += int(phones)
     sock.close()
 
 

@@ -23,7 +23,7 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from crisisline.config import Settings
-from workers.dispatcher.originate import MARK, PREFIX, Originates
+from workers.dispatcher.originate import MARK, PREFIX, Originates, Writer
 
 log = logging.getLogger(__name__)
 EventHandler = Callable[[dict[str, str]], Awaitable[None]]
@@ -180,7 +180,7 @@ class AmiGateway:
         self._pending: set[asyncio.Task] = set()
         self.originates = Originates(self._originated)
         # The session Originates are written to: logged in and fully booted (None: down).
-        self._ready: Any = None
+        self._ready: Writer | None = None
         # Since when this AMI session has heard every event (None: not logged in now). What
         # happened before it, such as a caller's PRFallback, may have gone unheard.
         self.listening_since: float | None = None

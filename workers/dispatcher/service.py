@@ -34,7 +34,6 @@ class RosterCache:
     def __init__(self, settings: Settings) -> None:
         self.store = RosterStore(db.engine_for(settings), settings.timezone)
         self._snapshot = RosterSnapshot(timezone=settings.timezone)
-        self._at = 0.0
         self._revision: int | None = None
         self._read_at = 0.0  # (monotonic) when it was last read whole
         self.reads = 0  # whole reads (for tests)
@@ -42,7 +41,6 @@ class RosterCache:
     async def refresh(self) -> None:
         try:
             self._snapshot = await asyncio.to_thread(self._read)
-            self._at = time.monotonic()
         except Exception as exc:
             log.error("roster unavailable, using the last one read: %s", exc)
 
